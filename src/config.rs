@@ -1,0 +1,482 @@
+//! Directive arguments, parsed and checked without nginx.
+//!
+//! Every function here takes the directive's words as plain strings and returns
+//! either typed values or a [`ConfError`] worded the way nginx words its own
+//! errors (short, lower-case, bad value quoted, directive named). The FFI side
+//! logs the message with `ngx_conf_log_error`, which appends "in FILE:LINE".
+
+use core::fmt;
+
+/// Smallest zone we accept: 8 pages, as nginx's own zone-based modules require.
+pub const MIN_ZONE_SIZE: usize = 8 * 4096;
+/// The zone `ticket_counter` uses when no `zone=` is given.
+pub const DEFAULT_ZONE_NAME: &str = "ticket_default";
+/// Size of the default zone when the configuration does not declare it.
+pub const DEFAULT_ZONE_SIZE: usize = 1024 * 1024;
+/// Tickets reserved ahead in the state file when `reserve=` is not given.
+pub const DEFAULT_RESERVE: u64 = 10_000;
+/// Largest `batch=`: one request may take at most this many tickets.
+pub const MAX_BATCH: u64 = 1_000_000;
+/// Largest `width=`: a u64 has at most 20 decimal digits.
+pub const MAX_WIDTH: usize = 20;
+
+/// A configuration error, ready to be logged at `emerg` level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfError(pub String);
+
+impl fmt::Display for ConfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid_value(directive: &str, value: &str) -> ConfError {
+    ConfError(format!(
+        "invalid value \"{value}\" in \"{directive}\" directive"
+    ))
+}
+
+/// Parses a size the way `ngx_parse_size` does: digits with an optional
+/// `k`/`K`, `m`/`M` or `g`/`G` suffix.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let (digits, unit) = match text.as_bytes().last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 1024),
+        b'm' | b'M' => (&text[..text.len() - 1], 1024 * 1024),
+        b'g' | b'G' => (&text[..text.len() - 1], 1024 * 1024 * 1024),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
+fn parse_u64(directive: &str, param: &str, value: &str) -> Result<u64, ConfError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid_value(directive, param));
+    }
+    value.parse().map_err(|_| invalid_value(directive, param))
+}
+
+/// Splits `name=value` words, rejecting unknown and repeated names.
+fn named_params<'a>(
+    directive: &str,
+    words: &[&'a str],
+    known: &[&str],
+) -> Result<Vec<(&'a str, &'a str, &'a str)>, ConfError> {
+    let mut seen: Vec<(&str, &str, &str)> = Vec::with_capacity(words.len());
+    for &word in words {
+        let Some((name, value)) = word.split_once('=') else {
+            return Err(ConfError(format!(
+                "invalid parameter \"{word}\" in \"{directive}\" directive"
+            )));
+        };
+        if !known.contains(&name) {
+            return Err(ConfError(format!(
+                "invalid parameter \"{word}\" in \"{directive}\" directive"
+            )));
+        }
+        if seen.iter().any(|(n, _, _)| *n == name) {
+            return Err(ConfError(format!(
+                "duplicate parameter \"{name}=\" in \"{directive}\" directive"
+            )));
+        }
+        seen.push((name, value, word));
+    }
+    Ok(seen)
+}
+
+/// `ticket_zone NAME:SIZE [state=PATH] [reserve=N];`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneArgs<'a> {
+    pub name: &'a str,
+    pub size: usize,
+    pub state: Option<&'a str>,
+    pub reserve: u64,
+}
+
+pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError> {
+    const DIRECTIVE: &str = "ticket_zone";
+    let Some((&spec, params)) = words.split_first() else {
+        return Err(ConfError(format!(
+            "invalid number of arguments in \"{DIRECTIVE}\" directive"
+        )));
+    };
+    let (name, size_text) = match spec.split_once(':') {
+        Some((name, size)) if !name.is_empty() => (name, size),
+        _ => {
+            return Err(ConfError(format!(
+                "invalid zone \"{spec}\" in \"{DIRECTIVE}\" directive, NAME:SIZE expected"
+            )))
+        }
+    };
+    let size = parse_size(size_text).ok_or_else(|| {
+        ConfError(format!(
+            "invalid zone size \"{size_text}\" in \"{DIRECTIVE}\" directive"
+        ))
+    })?;
+    if size < MIN_ZONE_SIZE {
+        return Err(ConfError(format!(
+            "zone \"{name}\" is too small in \"{DIRECTIVE}\" directive: \"{size_text}\", \
+             the minimum is 32k"
+        )));
+    }
+
+    let mut args = ZoneArgs {
+        name,
+        size,
+        state: None,
+        reserve: DEFAULT_RESERVE,
+    };
+    for (param, value, word) in named_params(DIRECTIVE, params, &["state", "reserve"])? {
+        match param {
+            "state" if value.is_empty() => return Err(invalid_value(DIRECTIVE, word)),
+            "state" => args.state = Some(value),
+            _ => {
+                args.reserve = parse_u64(DIRECTIVE, word, value)?;
+                if args.reserve == 0 {
+                    return Err(invalid_value(DIRECTIVE, word));
+                }
+            }
+        }
+    }
+    if args.state.is_none() && params.iter().any(|w| w.starts_with("reserve=")) {
+        return Err(ConfError(format!(
+            "\"reserve=\" needs \"state=\" in \"{DIRECTIVE}\" directive"
+        )));
+    }
+    Ok(args)
+}
+
+/// How a ticket is written in the response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `ticket_counter [zone=NAME] [key=VALUE] [start=N] [max=N] [batch=N]
+/// [format=text|json] [width=N];` and, with fewer parameters, `ticket_variable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterArgs<'a> {
+    pub zone: Option<&'a str>,
+    /// A complex value: may contain variables.
+    pub key: Option<&'a str>,
+    pub start: u64,
+    pub max: Option<u64>,
+    pub batch: Option<u64>,
+    pub format: Format,
+    pub width: usize,
+}
+
+impl Default for CounterArgs<'_> {
+    fn default() -> Self {
+        CounterArgs {
+            zone: None,
+            key: None,
+            start: 1,
+            max: None,
+            batch: None,
+            format: Format::Text,
+            width: 0,
+        }
+    }
+}
+
+const COUNTER_PARAMS: &[&str] = &["zone", "key", "start", "max", "batch", "format", "width"];
+const VARIABLE_PARAMS: &[&str] = &["zone", "key", "start", "max"];
+
+pub fn parse_counter_args<'a>(words: &[&'a str]) -> Result<CounterArgs<'a>, ConfError> {
+    parse_counter_params("ticket_counter", words, COUNTER_PARAMS)
+}
+
+fn parse_counter_params<'a>(
+    directive: &str,
+    words: &[&'a str],
+    known: &[&str],
+) -> Result<CounterArgs<'a>, ConfError> {
+    let mut args = CounterArgs::default();
+    for (param, value, word) in named_params(directive, words, known)? {
+        match param {
+            "zone" | "key" if value.is_empty() => return Err(invalid_value(directive, word)),
+            "zone" => args.zone = Some(value),
+            "key" => args.key = Some(value),
+            "start" => {
+                args.start = parse_u64(directive, word, value)?;
+                // the shared counter stores start + 1, so u64::MAX is out of reach
+                if args.start == u64::MAX {
+                    return Err(invalid_value(directive, word));
+                }
+            }
+            "max" => args.max = Some(parse_u64(directive, word, value)?),
+            "batch" => {
+                let batch = parse_u64(directive, word, value)?;
+                if batch == 0 || batch > MAX_BATCH {
+                    return Err(ConfError(format!(
+                        "invalid value \"{word}\" in \"{directive}\" directive, \
+                         it must be between 1 and {MAX_BATCH}"
+                    )));
+                }
+                args.batch = Some(batch);
+            }
+            "format" => {
+                args.format = match value {
+                    "text" => Format::Text,
+                    "json" => Format::Json,
+                    _ => return Err(invalid_value(directive, word)),
+                }
+            }
+            _ => {
+                let width = parse_u64(directive, word, value)?;
+                if width == 0 || width > MAX_WIDTH as u64 {
+                    return Err(ConfError(format!(
+                        "invalid value \"{word}\" in \"{directive}\" directive, \
+                         it must be between 1 and {MAX_WIDTH}"
+                    )));
+                }
+                args.width = width as usize;
+            }
+        }
+    }
+    if let Some(max) = args.max {
+        if max < args.start {
+            return Err(ConfError(format!(
+                "\"max={max}\" is less than \"start={}\" in \"{directive}\" directive",
+                args.start
+            )));
+        }
+    }
+    Ok(args)
+}
+
+/// `ticket_variable $NAME zone=NAME [key=VALUE] [start=N] [max=N];`
+pub fn parse_variable_args<'a>(words: &[&'a str]) -> Result<(&'a str, CounterArgs<'a>), ConfError> {
+    const DIRECTIVE: &str = "ticket_variable";
+    let Some((&variable, params)) = words.split_first() else {
+        return Err(ConfError(format!(
+            "invalid number of arguments in \"{DIRECTIVE}\" directive"
+        )));
+    };
+    let name = match variable.strip_prefix('$') {
+        Some(name)
+            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            name
+        }
+        _ => {
+            return Err(ConfError(format!(
+                "invalid variable name \"{variable}\" in \"{DIRECTIVE}\" directive"
+            )))
+        }
+    };
+    let args = parse_counter_params(DIRECTIVE, params, VARIABLE_PARAMS)?;
+    if args.zone.is_none() {
+        return Err(ConfError(format!(
+            "\"{DIRECTIVE}\" must have \"zone=\" parameter"
+        )));
+    }
+    Ok((name, args))
+}
+
+/// How `ticket_status` writes its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusFormat {
+    #[default]
+    Json,
+    Prometheus,
+}
+
+/// `ticket_status [zone=NAME] [format=json|prometheus];`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusArgs<'a> {
+    pub zone: Option<&'a str>,
+    pub format: StatusFormat,
+}
+
+pub fn parse_status_args<'a>(words: &[&'a str]) -> Result<StatusArgs<'a>, ConfError> {
+    const DIRECTIVE: &str = "ticket_status";
+    let mut args = StatusArgs::default();
+    for (param, value, word) in named_params(DIRECTIVE, words, &["zone", "format"])? {
+        match (param, value) {
+            ("zone", "") => return Err(invalid_value(DIRECTIVE, word)),
+            ("zone", zone) => args.zone = Some(zone),
+            (_, "json") => args.format = StatusFormat::Json,
+            (_, "prometheus") => args.format = StatusFormat::Prometheus,
+            _ => return Err(invalid_value(DIRECTIVE, word)),
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_ngx_parse_size() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("32k"), Some(32 * 1024));
+        assert_eq!(parse_size("10M"), Some(10 * 1024 * 1024));
+        assert_eq!(parse_size("1g"), Some(1024 * 1024 * 1024));
+        for bad in ["", "k", "1x", "-1", "1.5m", "m1", "1kk"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn zone_name_and_size() {
+        let args = parse_zone_args(&["tickets:1m"]).unwrap();
+        assert_eq!(args.name, "tickets");
+        assert_eq!(args.size, 1024 * 1024);
+        assert_eq!(args.state, None);
+        assert_eq!(args.reserve, DEFAULT_RESERVE);
+    }
+
+    #[test]
+    fn zone_errors_name_the_directive_and_quote_the_value() {
+        let err = parse_zone_args(&["tickets:1x"]).unwrap_err().0;
+        assert_eq!(err, "invalid zone size \"1x\" in \"ticket_zone\" directive");
+        let err = parse_zone_args(&["tickets:8k"]).unwrap_err().0;
+        assert!(err.contains("\"ticket_zone\""), "{err}");
+        assert!(err.contains("\"8k\""), "{err}");
+        assert!(err.contains("too small"), "{err}");
+        let err = parse_zone_args(&["tickets"]).unwrap_err().0;
+        assert!(
+            err.starts_with("invalid zone \"tickets\" in \"ticket_zone\""),
+            "{err}"
+        );
+        let err = parse_zone_args(&[":1m"]).unwrap_err().0;
+        assert!(err.starts_with("invalid zone \":1m\""), "{err}");
+        let err = parse_zone_args(&["t:1m", "colour=red"]).unwrap_err().0;
+        assert_eq!(
+            err,
+            "invalid parameter \"colour=red\" in \"ticket_zone\" directive"
+        );
+    }
+
+    #[test]
+    fn zone_state_and_reserve() {
+        let args = parse_zone_args(&["t:1m", "state=/var/lib/t.state", "reserve=500"]).unwrap();
+        assert_eq!(args.state, Some("/var/lib/t.state"));
+        assert_eq!(args.reserve, 500);
+        assert!(parse_zone_args(&["t:1m", "state="]).is_err());
+        assert!(parse_zone_args(&["t:1m", "state=a", "reserve=0"]).is_err());
+        assert!(parse_zone_args(&["t:1m", "state=a", "reserve=x"]).is_err());
+        assert!(parse_zone_args(&["t:1m", "reserve=10"]).is_err());
+        let err = parse_zone_args(&["t:1m", "state=a", "state=b"])
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            err,
+            "duplicate parameter \"state=\" in \"ticket_zone\" directive"
+        );
+    }
+
+    #[test]
+    fn counter_defaults() {
+        let args = parse_counter_args(&[]).unwrap();
+        assert_eq!(args, CounterArgs::default());
+        assert_eq!(args.start, 1);
+    }
+
+    #[test]
+    fn counter_all_parameters() {
+        let args = parse_counter_args(&[
+            "zone=z",
+            "key=$arg_event",
+            "start=5",
+            "max=20",
+            "batch=3",
+            "format=json",
+            "width=10",
+        ])
+        .unwrap();
+        assert_eq!(
+            args,
+            CounterArgs {
+                zone: Some("z"),
+                key: Some("$arg_event"),
+                start: 5,
+                max: Some(20),
+                batch: Some(3),
+                format: Format::Json,
+                width: 10,
+            }
+        );
+    }
+
+    #[test]
+    fn counter_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["zone="],
+                "invalid value \"zone=\" in \"ticket_counter\" directive",
+            ),
+            (
+                &["key="],
+                "invalid value \"key=\" in \"ticket_counter\" directive",
+            ),
+            (
+                &["start=-1"],
+                "invalid value \"start=-1\" in \"ticket_counter\" directive",
+            ),
+            (
+                &["max=ten"],
+                "invalid value \"max=ten\" in \"ticket_counter\" directive",
+            ),
+            (
+                &["format=xml"],
+                "invalid value \"format=xml\" in \"ticket_counter\" directive",
+            ),
+            (
+                &["zonez"],
+                "invalid parameter \"zonez\" in \"ticket_counter\" directive",
+            ),
+            (
+                &["size=1"],
+                "invalid parameter \"size=1\" in \"ticket_counter\" directive",
+            ),
+            (
+                &["start=5", "max=4"],
+                "\"max=4\" is less than \"start=5\" in \"ticket_counter\" directive",
+            ),
+        ];
+        for (words, message) in cases {
+            assert_eq!(
+                parse_counter_args(words).unwrap_err().0,
+                *message,
+                "{words:?}"
+            );
+        }
+        assert!(parse_counter_args(&["batch=0"]).is_err());
+        assert!(parse_counter_args(&["width=0"]).is_err());
+        assert!(parse_counter_args(&["width=21"]).is_err());
+        assert!(parse_counter_args(&["start=18446744073709551615"]).is_err());
+        assert!(parse_counter_args(&["start=18446744073709551616"]).is_err());
+        assert!(parse_counter_args(&["start=1", "max=1"]).is_ok());
+    }
+
+    #[test]
+    fn variable_needs_a_name_and_a_zone() {
+        let (name, args) = parse_variable_args(&["$ticket", "zone=z", "max=3"]).unwrap();
+        assert_eq!(name, "ticket");
+        assert_eq!(args.max, Some(3));
+        assert!(parse_variable_args(&["ticket", "zone=z"]).is_err());
+        assert!(parse_variable_args(&["$", "zone=z"]).is_err());
+        assert_eq!(
+            parse_variable_args(&["$t"]).unwrap_err().0,
+            "\"ticket_variable\" must have \"zone=\" parameter"
+        );
+        assert!(parse_variable_args(&["$t", "zone=z", "format=json"]).is_err());
+    }
+
+    #[test]
+    fn status_parameters() {
+        assert_eq!(parse_status_args(&[]).unwrap(), StatusArgs::default());
+        let args = parse_status_args(&["zone=z", "format=prometheus"]).unwrap();
+        assert_eq!(args.zone, Some("z"));
+        assert_eq!(args.format, StatusFormat::Prometheus);
+        assert!(parse_status_args(&["format=yaml"]).is_err());
+    }
+}
