@@ -191,7 +191,7 @@ fn send(
             return NGX_ERROR as ngx_int_t;
         }
     }
-    if r.header_only() != 0 {
+    if r.method == NGX_HTTP_HEAD as ngx_uint_t {
         // HEAD: the length of a ticket we did not take is unknown.
         r.headers_out.content_length_n = -1;
         // SAFETY: headers are complete.
@@ -270,7 +270,8 @@ pub extern "C" fn ticket_counter_handler(r: *mut ngx_http_request_t) -> ngx_int_
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let content_type = response::content_type(conf.format);
-    if r.header_only() != 0 {
+    // nginx sets `header_only` only in the header filter: test the method.
+    if r.method == NGX_HTTP_HEAD as ngx_uint_t {
         // HEAD takes no ticket.
         return send(r, 200, content_type, b"", None);
     }
