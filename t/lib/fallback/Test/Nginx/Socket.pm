@@ -210,6 +210,7 @@ sub http_exchange {
             ($buf, $off, $first) = ($p->{value} // '', 0, 0);
         }
         my $writing = defined $buf;
+        $! = 0;    # so a plain timeout is not mistaken for EINTR below
         my ($r, $w) = IO::Select->select($sel, $writing ? $sel : undef, undef, $timeout);
         if (!$r && !$w) {
             next if $! == EINTR;

@@ -297,7 +297,7 @@ sub write_user_files {
     if (!ref $files) {
         my @list;
         for my $line (split /^/, $files) {
-            if ($line =~ /^>>> (\S+)(?:\s+(.+))?/) {
+            if ($line =~ />>> (\S+)(?:\s+(.+))?/) {
                 push @list, [$1, undef, $2];
             } elsif (@list) {
                 $list[-1][1] .= $line;
@@ -340,57 +340,46 @@ sub write_config_file {
     my $server_name = $block->server_name // $ServerName;
     $config //= '';
 
-    # keep all temp files inside the server root
-    my $temp_paths = '';
-    for my $mod (qw(client_body proxy fastcgi scgi uwsgi)) {
-        next if $NginxV =~ /--without-http_${mod}_module/;
-        next if $http_config =~ /\b${mod}_temp_path\b/;
-        $temp_paths .= " ${mod}_temp_path $ServRoot/${mod}_temp;";
+    # Keep temp files inside the server root (same rules as the real one,
+    # which only checks --without-* for fastcgi/scgi/uwsgi).
+    my %temp = map { $_ => "${_}_temp_path $ServRoot/${_}_temp;" }
+               qw(client_body proxy fastcgi scgi uwsgi);
+    for my $mod (qw(fastcgi scgi uwsgi)) {
+        $temp{$mod} = '' if $NginxV =~ /--without-http_${mod}_module/;
     }
+    for my $mod (qw(client_body proxy)) {
+        $temp{$mod} = '' if $http_config =~ /\b${mod}_temp_path\b/;
+    }
+    my $temp_paths = join ' ', @temp{qw(client_body proxy fastcgi scgi uwsgi)};
 
     my $env = '';
-    for my $v (qw(MOCKEAGAIN_VERBOSE MOCKEAGAIN MOCKEAGAIN_WRITE_TIMEOUT_PATTERN
-                  LD_PRELOAD LD_LIBRARY_PATH DYLD_INSERT_LIBRARIES
-                  DYLD_FORCE_FLAT_NAMESPACE), @EnvToNginx) {
+    for my $v (@EnvToNginx) {
         $env .= $v =~ /\s/ ? "env '$v';\n" : "env $v;\n";
     }
 
-    my $root_location = $NoRootLocation ? '' : <<"_EOC_";
-        location / {
-            root $HtmlDir;
-            index index.html index.htm;
-        }
-_EOC_
-
-    # A second virtual server answers /ver with a per-block token, so we can
-    # tell when a HUP reload has really taken effect.
-    my $version_server = !$UseHup ? '' : <<"_EOC_";
-    server {
-        listen          $ServerPort;
-        server_name     'Test-Nginx';
-
-        location = /ver {
-            return 200 '$ConfigVersion';
-        }
-    }
-_EOC_
-
-    my $events_use = $EventType ? "    use $EventType;\n" : '';
-    my $user = defined $WorkerUser ? "user $WorkerUser;\n"
-             : $> == 0             ? "user root;\n"
-             :                       '';
-
-    write_file($ConfFile, <<"_EOC_");
+    # The layout, comment lines included, matches the real runner's line
+    # for line, so "nginx.conf:LINE" in error messages is the same.
+    my $conf = <<"_EOC_";
 worker_processes  $Workers;
 daemon $DaemonEnabled;
 master_process $MasterProcessEnabled;
 error_log $err_log_file $LogLevel;
 pid       $PidFile;
-$env
+env MOCKEAGAIN_VERBOSE;
+env MOCKEAGAIN;
+env MOCKEAGAIN_WRITE_TIMEOUT_PATTERN;
+env LD_PRELOAD;
+env LD_LIBRARY_PATH;
+env DYLD_INSERT_LIBRARIES;
+env DYLD_FORCE_FLAT_NAMESPACE;
+${env}#env LUA_PATH;
+#env LUA_CPATH;
+
 $main_config
 
 http {
-    access_log $AccLogFile;$temp_paths
+    access_log $AccLogFile; $temp_paths
+    #access_log off;
 
     default_type text/plain;
     keepalive_timeout  68000ms;
@@ -398,8 +387,11 @@ http {
 $http_config
     server {
         listen          $ServerPort;
+        #placeholder
         server_name     '$server_name';
+        
         client_max_body_size 30M;
+        #client_body_buffer_size 4k;
 
         # Begin preamble config...
 $ConfigPreamble
@@ -409,21 +401,51 @@ $ConfigPreamble
 $config
         # End test case config.
 
-$root_location    }
-$version_server}
+_EOC_
+
+    $conf .= <<"_EOC_" unless $NoRootLocation;
+        location / {
+            root $HtmlDir;
+            index index.html index.htm;
+        }
+_EOC_
+    $conf .= "    }\n";
+
+    # A second virtual server answers /ver with a per-block token, so we can
+    # tell when a HUP reload has really taken effect.
+    $conf .= <<"_EOC_" if $UseHup;
+    server {
+        listen          $ServerPort; 
+        server_name     'Test-Nginx';
+
+        location = /ver {
+            return 200 '$ConfigVersion';
+        }
+    }
+
+
+_EOC_
+
+    $conf .= <<"_EOC_";
+}
 
 $post_main_config
+
+#timer_resolution 100ms;
 
 events {
     accept_mutex off;
 
     worker_connections  $WorkerConnections;
-$events_use}
-env ASAN_OPTIONS;
-env MOCKNOEAGAIN_VERBOSE;
-env MOCKNOEAGAIN;
-$user
 _EOC_
+    $conf .= "    use $EventType;\n" if $EventType;
+    $conf .= "}\nenv ASAN_OPTIONS;\nenv MOCKNOEAGAIN_VERBOSE;\nenv MOCKNOEAGAIN;\n";
+    if (defined $WorkerUser) {
+        $conf .= "user $WorkerUser;\n";
+    } elsif ($> == 0) {
+        $conf .= "user root;\n";
+    }
+    write_file($ConfFile, $conf);
 }
 
 # Everything a (re)started or reloaded nginx needs on disk for this block.

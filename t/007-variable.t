@@ -1,0 +1,107 @@
+# ticket_variable: a variable that takes one ticket when a request first
+# reads it, and keeps that value for the rest of the request.
+use Test::Nginx::Socket 'no_plan';
+
+workers(2);
+master_on();
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: one ticket per request, however often the variable is read
+--- http_config
+    ticket_zone t:1m;
+    ticket_variable $ticket zone=t;
+--- config
+    location = /v {
+        add_header X-Ticket $ticket;
+        add_header X-Again $ticket;
+        return 200 "ticket $ticket\n";
+    }
+--- pipelined_requests eval
+["GET /v", "GET /v"]
+--- response_headers eval
+["X-Ticket: 1\nX-Again: 1", "X-Ticket: 2\nX-Again: 2"]
+--- response_body eval
+["ticket 1\n", "ticket 2\n"]
+
+
+
+=== TEST 2: shares the zone's counters with ticket_counter
+--- http_config
+    ticket_zone t:1m;
+    ticket_variable $seat zone=t key=$arg_event;
+--- config
+    location = /v { return 200 "$seat\n"; }
+    location = /c { ticket_counter zone=t key=$arg_event; }
+--- pipelined_requests eval
+["GET /v?event=a", "GET /c?event=a", "GET /v?event=a", "GET /v?event=b"]
+--- response_body eval
+["1\n", "2\n", "3\n", "1\n"]
+
+
+
+=== TEST 3: sold out: empty, with the reason in the error log
+--- http_config
+    ticket_zone t:1m;
+    ticket_variable $ticket zone=t max=1;
+--- config
+    location = /v { return 200 "[$ticket]\n"; }
+--- pipelined_requests eval
+["GET /v", "GET /v"]
+--- response_body eval
+["[1]\n", "[]\n"]
+--- error_log
+ticket variable is empty: sold out (zone "t")
+
+
+
+=== TEST 4: a request that never reads it takes nothing
+--- http_config
+    ticket_zone t:1m;
+    ticket_variable $ticket zone=t;
+--- config
+    location = /v { return 200 "$ticket\n"; }
+    location = /other { return 200 "no ticket\n"; }
+--- pipelined_requests eval
+["GET /other", "GET /v"]
+--- response_body eval
+["no ticket\n", "1\n"]
+
+
+
+=== TEST 5: errors
+--- http_config
+    ticket_variable $t key=$arg_k;
+--- config
+--- request
+GET /
+--- must_die
+--- error_log
+"ticket_variable" must have "zone=" parameter
+
+
+
+=== TEST 6: unknown zone
+--- http_config
+    ticket_variable $t zone=nope;
+--- config
+--- request
+GET /
+--- must_die
+--- error_log
+unknown zone "nope" in "ticket_variable" directive
+
+
+
+=== TEST 7: bad variable name
+--- http_config
+    ticket_zone t:1m;
+    ticket_variable t zone=t;
+--- config
+--- request
+GET /
+--- must_die
+--- error_log
+invalid variable name "t" in "ticket_variable" directive
