@@ -71,6 +71,24 @@ impl Counter {
         self.reserved.store(reserved, Ordering::Release);
     }
 
+    /// Resumes a counter from a state file: `mark` tickets count as issued
+    /// and as covered by the file. `start: None` leaves the first ticket to
+    /// the first use.
+    pub fn resume(&self, start: Option<u64>, mark: u64) {
+        if let Some(start) = start {
+            self.base.store(start + 1, Ordering::Relaxed);
+        }
+        self.issued.store(mark, Ordering::Relaxed);
+        self.reserved.store(mark, Ordering::Release);
+    }
+
+    /// Whether fewer than `low` covered tickets are left: time to extend the
+    /// reservation, before requests have to wait for it.
+    pub fn running_low(&self, low: u64) -> bool {
+        let issued = self.issued.load(Ordering::Relaxed) & !RETIRED;
+        self.reserved.load(Ordering::Relaxed) < issued.saturating_add(low)
+    }
+
     /// The first ticket; the first caller's `start` wins and stays, like a
     /// sequence's START: later configuration changes do not move it.
     fn first_ticket(&self, start: u64) -> u64 {

@@ -17,6 +17,7 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
 use crate::config::{self, ConfError, CounterArgs, Format, StatusFormat};
+use crate::durable::Durable;
 use crate::module::{ngx_http_ticket_module, TicketModule};
 use crate::zone::ZoneHeader;
 
@@ -29,6 +30,11 @@ pub struct TicketZone {
     pub header: *const ZoneHeader,
     /// The previous cycle's zone of this name, when a reload resized it.
     pub carry_from: *const ZoneHeader,
+    /// `state=`: the zone's counters survive restarts in this file.
+    pub durable: Option<Durable>,
+    /// The cycle this zone belongs to (the global `ngx_cycle` is still the
+    /// previous one while zones are initialised).
+    pub cycle: *mut nginx_sys::ngx_cycle_t,
 }
 
 impl TicketZone {
@@ -143,6 +149,7 @@ fn declare_zone(
     main: &mut MainConf,
     name: ngx_str_t,
     size: usize,
+    durable: Option<Durable>,
 ) -> Result<*mut TicketZone, ()> {
     let zone = pool(cf).allocate(TicketZone {
         name: name.to_string(),
@@ -150,6 +157,8 @@ fn declare_zone(
         shm_zone: ptr::null_mut(),
         header: ptr::null(),
         carry_from: ptr::null(),
+        durable,
+        cycle: cf.cycle,
     });
     if zone.is_null() {
         return Err(());
@@ -203,14 +212,13 @@ pub extern "C" fn ticket_zone(
             )),
         );
     }
-    if let Some(path) = args.state {
-        return conf_error(
-            cf,
-            ConfError(format!(
-                "\"state={path}\" is not supported yet in \"ticket_zone\" directive"
-            )),
-        );
-    }
+    let durable = match args.state {
+        Some(path) => match Durable::configure(cf_ref, path, args.reserve) {
+            Ok(durable) => Some(durable),
+            Err(err) => return conf_error(cf, err),
+        },
+        None => None,
+    };
     // The name must outlive parsing: point into the pool-allocated word.
     // SAFETY: word 1 exists (NGX_CONF_1MORE) and starts with the name.
     let name = unsafe {
@@ -220,7 +228,7 @@ pub extern "C" fn ticket_zone(
             data: word.data,
         }
     };
-    match declare_zone(cf_ref, main, name, args.size) {
+    match declare_zone(cf_ref, main, name, args.size, durable) {
         Ok(_) => NGX_CONF_OK,
         Err(()) => NGX_CONF_ERROR,
     }
@@ -413,7 +421,7 @@ pub unsafe extern "C" fn resolve_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -
                     len: config::DEFAULT_ZONE_NAME.len(),
                     data: config::DEFAULT_ZONE_NAME.as_ptr().cast_mut(),
                 };
-                match declare_zone(cf_ref, main, name, config::DEFAULT_ZONE_SIZE) {
+                match declare_zone(cf_ref, main, name, config::DEFAULT_ZONE_SIZE, None) {
                     Ok(zone) => zone,
                     Err(()) => return NGX_CONF_ERROR,
                 }

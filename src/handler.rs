@@ -6,6 +6,10 @@
 use core::ptr;
 
 use nginx_sys::{
+    ngx_add_timer, ngx_event_t, ngx_http_finalize_request, ngx_http_run_posted_requests,
+    ngx_msec_t, ngx_pcalloc, NGX_DONE,
+};
+use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_add_variable, ngx_http_arg,
     ngx_http_complex_value, ngx_http_discard_request_body, ngx_http_output_filter,
     ngx_http_request_t, ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t, ngx_list_push,
@@ -20,14 +24,20 @@ use crate::counter::Take;
 use crate::directives::{CounterConf, LocConf, TicketZone};
 use crate::module::TicketModule;
 use crate::response::{self, Issued};
+use crate::shm::is_alive;
 use crate::status::{self, ZoneReport};
 use crate::zone::{KeyError, KEY_MAX};
 
-/// A response other than a ticket: status, short body, and maybe a log line.
+/// A response other than a ticket: status and short body.
 struct Refusal {
     status: ngx_uint_t,
     body: &'static str,
 }
+
+/// How long a request waits for its durable counter's next reservation.
+const WAIT_LIMIT_MSEC: u64 = 5000;
+/// How often a waiting request looks again.
+const WAIT_POLL_MSEC: ngx_msec_t = 1;
 
 const BAD_COUNT: Refusal = Refusal {
     status: 400,
@@ -53,6 +63,15 @@ const RETRY: Refusal = Refusal {
     status: 503,
     body: "try again\n",
 };
+/// Not a response: the durable counter waits for its reservation.
+const PENDING: Refusal = Refusal {
+    status: 0,
+    body: "ticket reservation pending\n",
+};
+const UNRESERVED: Refusal = Refusal {
+    status: NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+    body: "ticket state not saved\n",
+};
 const FAILED: Refusal = Refusal {
     status: NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
     body: "internal error\n",
@@ -61,14 +80,6 @@ const FAILED: Refusal = Refusal {
 fn log(r: &ngx_http_request_t) -> *mut nginx_sys::ngx_log_t {
     // SAFETY: a request being handled always has its connection.
     unsafe { (*r.connection).log }
-}
-
-/// Whether process `pid` still runs (for slots a dead worker left claimed).
-fn is_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 sends nothing; it only checks that the process exists
-    // (EPERM still means it does).
-    let found = unsafe { nginx_sys::kill(pid as nginx_sys::pid_t, 0) } == 0;
-    found || nginx_sys::ngx_errno() != nginx_sys::ESRCH as nginx_sys::ngx_err_t
 }
 
 /// Takes `count` tickets for the request from the counter `conf` describes.
@@ -122,14 +133,24 @@ fn take_tickets(
             Err(KeyError::Busy) => return Err(RETRY),
         }
     };
-    match counter.take(conf.start, count, conf.max, false) {
+    let durable = zone.durable.as_ref();
+    match counter.take(conf.start, count, conf.max, durable.is_some()) {
         Take::Issued { first, .. } => {
             ngx_log_debug!(
                 log(r),
                 "ticket: issued {first} (+{count}) in \"{}\"",
                 zone.name
             );
+            if durable.is_some() {
+                crate::durable::after_take(zone, counter, log(r));
+            }
             Ok(first)
+        }
+        Take::Unreserved => {
+            if let Some(durable) = durable {
+                crate::durable::request(zone, durable, log(r));
+            }
+            Err(PENDING)
         }
         Take::SoldOut => Err(SOLD_OUT),
         Take::Exhausted => {
@@ -141,7 +162,7 @@ fn take_tickets(
             );
             Err(SOLD_OUT)
         }
-        Take::Retired | Take::Unreserved => Err(RETRY),
+        Take::Retired => Err(RETRY),
     }
 }
 
@@ -289,7 +310,19 @@ pub extern "C" fn ticket_counter_handler(r: *mut ngx_http_request_t) -> ngx_int_
             }
         }
     }
+    match respond_with_tickets(r, conf, batch) {
+        Some(rc) => rc,
+        None => wait_for_reservation(r, batch),
+    }
+}
 
+/// Takes the tickets and answers; `None` while a durable counter waits for
+/// its reservation.
+fn respond_with_tickets(
+    r: &mut ngx_http_request_t,
+    conf: &CounterConf,
+    batch: Option<u64>,
+) -> Option<ngx_int_t> {
     match take_tickets(r, conf, batch.unwrap_or(1)) {
         Ok(first) => {
             let issued = match batch {
@@ -297,9 +330,85 @@ pub extern "C" fn ticket_counter_handler(r: *mut ngx_http_request_t) -> ngx_int_
                 None => Issued::One(first),
             };
             let body = response::render(issued, conf.format, conf.width);
-            send(r, 200, content_type, body.as_bytes(), None)
+            let content_type = response::content_type(conf.format);
+            Some(send(r, 200, content_type, body.as_bytes(), None))
         }
-        Err(refusal) => refuse(r, refusal),
+        Err(refusal) if refusal.status == 0 => None,
+        Err(refusal) => Some(refuse(r, refusal)),
+    }
+}
+
+/// A request parked until its durable counter's reservation is on disk:
+/// a timer looks again every millisecond, so the worker's other connections
+/// go on meanwhile.
+#[repr(C)]
+struct Waiting {
+    event: ngx_event_t,
+    batch: Option<u64>,
+    deadline: u64,
+}
+
+fn now_msec() -> u64 {
+    // SAFETY: reading nginx's cached clock.
+    unsafe { nginx_sys::ngx_current_msec as u64 }
+}
+
+fn wait_for_reservation(r: &mut ngx_http_request_t, batch: Option<u64>) -> ngx_int_t {
+    // SAFETY: zeroed pool memory is a valid idle event; the request pool
+    // lives until the request is finalized, which only `look_again` does
+    // now that the request count holds it.
+    unsafe {
+        let waiting = ngx_pcalloc(r.pool, core::mem::size_of::<Waiting>()).cast::<Waiting>();
+        if waiting.is_null() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        (*waiting).batch = batch;
+        (*waiting).deadline = now_msec() + WAIT_LIMIT_MSEC;
+        (*waiting).event.handler = Some(look_again);
+        (*waiting).event.data = ptr::from_mut(r).cast();
+        (*waiting).event.log = log(r);
+        ngx_add_timer(&mut (*waiting).event, WAIT_POLL_MSEC);
+        let main = &mut *r.main;
+        main.set_count(main.count() + 1);
+    }
+    ngx_log_debug!(log(r), "ticket: waiting for a reservation");
+    NGX_DONE as ngx_int_t
+}
+
+unsafe extern "C" fn look_again(ev: *mut ngx_event_t) {
+    // SAFETY: the event is the first field of a Waiting (repr(C)) whose
+    // `data` is the parked request, kept alive by the count we took.
+    let (waiting, r) = unsafe {
+        let waiting = &mut *ev.cast::<Waiting>();
+        let r = &mut *waiting.event.data.cast::<ngx_http_request_t>();
+        (waiting, r)
+    };
+    let conf = TicketModule::location_conf(r).and_then(|l: &LocConf| l.counter.as_ref());
+    let rc = match conf {
+        Some(conf) => match respond_with_tickets(r, conf, waiting.batch) {
+            Some(rc) => rc,
+            None if now_msec() < waiting.deadline => {
+                // SAFETY: re-arming our own idle event.
+                unsafe { ngx_add_timer(&mut waiting.event, WAIT_POLL_MSEC) };
+                return;
+            }
+            None => {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log(r),
+                    "ticket: no reservation on disk after {WAIT_LIMIT_MSEC} ms, request refused"
+                );
+                refuse(r, UNRESERVED)
+            }
+        },
+        None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    };
+    let c = r.connection;
+    // SAFETY: finalizing drops the count taken in `wait_for_reservation`;
+    // posted requests run as after any nginx event.
+    unsafe {
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(c);
     }
 }
 

@@ -4,14 +4,17 @@
 //! The crate is split so that the nginx-facing files stay thin:
 //! - pure core, unit-tested without nginx: [`config`] (directive arguments),
 //!   [`counter`] (atomic ticket arithmetic), [`zone`] (shared-memory layout and
-//!   key table), [`siphash`], [`response`] (bodies), [`status`] (status page);
+//!   key table), [`siphash`], [`response`] (bodies), [`status`] (status page),
+//!   [`state`] (the state file of durable zones);
 //! - the nginx edge: `module` (registration), `directives` (configuration),
-//!   `shm` (zone init and reuse on reload), `handler` (the HTTP handler).
+//!   `shm` (zone init and reuse on reload), `durable` (state-file writes),
+//!   `handler` (the HTTP handler).
 
 pub mod config;
 pub mod counter;
 pub mod response;
 pub mod siphash;
+pub mod state;
 pub mod status;
 pub mod zone;
 
@@ -19,6 +22,8 @@ pub mod zone;
 // module; unit tests link without nginx, so they leave it out.
 #[cfg(not(test))]
 mod directives;
+#[cfg(not(test))]
+mod durable;
 #[cfg(not(test))]
 mod handler;
 #[cfg(not(test))]

@@ -102,6 +102,26 @@ extern "C" fn ticket_init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> nginx_sy
     nginx_sys::NGX_OK as nginx_sys::ngx_int_t
 }
 
+/// A clean stop: durable zones record their exact counts. Runs in the
+/// master once every worker has exited.
+extern "C" fn ticket_exit_master(cycle: *mut nginx_sys::ngx_cycle_t) {
+    // SAFETY: nginx calls exit_master with its current cycle.
+    let cycle = unsafe { &*cycle };
+    if let Some(main) = TicketModule::main_conf(cycle) {
+        for zone in main.zones() {
+            crate::durable::close(zone, cycle.log);
+        }
+    }
+}
+
+/// Without a master (`master_process off`) the single process exits alone.
+extern "C" fn ticket_exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
+    // SAFETY: reading nginx's process-role global.
+    if unsafe { nginx_sys::ngx_process } == nginx_sys::NGX_PROCESS_SINGLE as ngx_uint_t {
+        ticket_exit_master(cycle);
+    }
+}
+
 // `load_module` looks up these tables in the shared object.
 ngx::ngx_modules!(ngx_http_ticket_module);
 
@@ -113,5 +133,7 @@ pub static mut ngx_http_ticket_module: ngx_module_t = ngx_module_t {
     commands: unsafe { ptr::addr_of_mut!(NGX_HTTP_TICKET_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
     init_module: Some(ticket_init_module),
+    exit_process: Some(ticket_exit_process),
+    exit_master: Some(ticket_exit_master),
     ..ngx_module_t::default()
 };

@@ -20,8 +20,19 @@ use crate::directives::TicketZone;
 use crate::module::ngx_http_ticket_module;
 use crate::zone::ZoneHeader;
 
-/// A fresh random hash key for a zone's key table.
-fn zone_seed() -> [u64; 2] {
+/// Whether process `pid` still runs (for work a dead process left claimed).
+pub fn is_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists
+    // (EPERM still means it does).
+    let found = unsafe { nginx_sys::kill(pid as nginx_sys::pid_t, 0) } == 0;
+    found || nginx_sys::ngx_errno() != nginx_sys::ESRCH as nginx_sys::ngx_err_t
+}
+
+/// Fresh random bits: a zone's hash key, a durable zone's identity.
+pub fn zone_seed() -> [u64; 2] {
     let mut bytes = [0u8; 16];
     let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if read.is_err() {
@@ -89,7 +100,18 @@ pub extern "C" fn ticket_zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_v
     }
     zone.carry_from = find_old_zone(shm_zone);
     // SAFETY: the old header stays mapped during the reload.
-    if let (Some(old), Some(new)) = (unsafe { zone.carry_from.as_ref() }, zone.header()) {
+    let old = unsafe { zone.carry_from.as_ref() };
+    if old.is_none() {
+        // A zone new to this master: its counters come from the state file.
+        // SAFETY: the cycle being initialised, recorded when it was parsed.
+        let cycle = unsafe { &*zone.cycle };
+        if let Some(header) = zone.header() {
+            if !crate::durable::open(zone, header, cycle, log) {
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
+    }
+    if let (Some(old), Some(new)) = (old, zone.header()) {
         if old.used() > new.capacity() {
             ngx_log_error!(
                 NGX_LOG_EMERG,
@@ -116,6 +138,9 @@ fn attach(zone: &mut TicketZone, region: *const u8, log: *mut ngx_log_t) -> ngx_
     match unsafe { ZoneHeader::attach(region) } {
         Ok(header) => {
             zone.header = header;
+            if zone.durable.is_some() {
+                crate::durable::adopt(header);
+            }
             NGX_OK as ngx_int_t
         }
         Err(err) => {
@@ -178,6 +203,12 @@ pub fn carry_over(zone: &mut TicketZone, log: *mut ngx_log_t) {
         return;
     };
     let (moved, dropped) = new.absorb(old);
+    let ordering = core::sync::atomic::Ordering::Relaxed;
+    new.owner.store(old.owner.load(ordering), ordering);
+    new.seq.store(old.seq.load(ordering), ordering);
+    if zone.durable.is_some() {
+        crate::durable::adopt(new);
+    }
     ngx_log_error!(
         NGX_LOG_NOTICE,
         log,

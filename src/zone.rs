@@ -13,8 +13,9 @@ use core::cell::UnsafeCell;
 use core::mem::{align_of, size_of};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::counter::Counter;
+use crate::counter::{Counter, CounterView};
 use crate::siphash::siphash24;
+use crate::state::Record;
 
 /// Longest key, in bytes; longer keys are refused with 400.
 pub const KEY_MAX: usize = 64;
@@ -22,7 +23,7 @@ pub const KEY_MAX: usize = 64;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXTICKT");
 /// Bump when the shared layout changes: a reload must not reuse a zone laid
 /// out by another build.
-const LAYOUT_VERSION: u64 = 1;
+const LAYOUT_VERSION: u64 = 2;
 
 /// Keys may fill at most this share of the table (in 1/256ths): past it,
 /// linear probing chains grow long.
@@ -53,8 +54,17 @@ pub struct ZoneHeader {
     seed: [u64; 2],
     /// Keys stored.
     used: AtomicU64,
+    /// Durable zones: the identity this zone writes its state file under
+    /// (0 until the zone becomes durable) and the file's write count.
+    pub owner: AtomicU64,
+    pub seq: AtomicU64,
+    /// The pid of the worker writing the state file now, or 0: one writer
+    /// at a time, taken over when that worker died.
+    pub writer: AtomicU64,
+    /// After a failed write, no new attempt before this time (msec).
+    pub retry_at: AtomicU64,
     /// Keeps the hot default counter on a cache line of its own.
-    _pad: [u64; 8],
+    _pad: [u64; 4],
     /// The counter of `ticket_counter` without `key=`.
     pub default: Counter,
     _pad_after: [u64; 4],
@@ -268,8 +278,9 @@ impl ZoneHeader {
     pub fn absorb(&self, old: &ZoneHeader) -> (u64, u64) {
         let (mut moved, mut dropped) = (0, 0);
         let view = old.default.retire();
-        if let Some(start) = view.start {
-            self.default.set(start, view.issued, view.reserved);
+        if view.start.is_some() || view.issued > 0 {
+            self.default.resume(view.start, view.issued);
+            self.default.raise_reserved(view.reserved);
             moved += 1;
         }
         for (key, counter) in old.keys() {
@@ -284,6 +295,48 @@ impl ZoneHeader {
             }
         }
         (moved, dropped)
+    }
+
+    /// Every counter with its key (`None`: the default counter).
+    pub fn counters(&self) -> impl Iterator<Item = (Option<&[u8]>, &Counter)> {
+        core::iter::once((None, &self.default)).chain(self.keys().map(|(k, c)| (Some(k), c)))
+    }
+
+    /// The state file's records: for each counter, the mark `mark_of` gives
+    /// (a reservation ahead, or the exact count at a clean stop), with the
+    /// counter it belongs to. Unused counters are left out.
+    pub fn records(&self, mark_of: impl Fn(&CounterView) -> u64) -> Vec<(Record, &Counter)> {
+        self.counters()
+            .filter_map(|(key, counter)| {
+                let view = counter.view();
+                let mark = mark_of(&view);
+                (view.start.is_some() || mark > 0).then(|| {
+                    let record = Record {
+                        key: key.map(<[u8]>::to_vec),
+                        start: view.start,
+                        mark,
+                    };
+                    (record, counter)
+                })
+            })
+            .collect()
+    }
+
+    /// Restores counters from a state file: each resumes at its mark. Call
+    /// before any worker uses the zone. Returns the records that found no room.
+    pub fn restore(&self, records: &[Record]) -> usize {
+        let mut dropped = 0;
+        for record in records {
+            let counter = match &record.key {
+                None => Ok(&self.default),
+                Some(key) => self.counter_for(key, record.start.unwrap_or(0), 0, |_| false),
+            };
+            match counter {
+                Ok(counter) => counter.resume(record.start, record.mark),
+                Err(_) => dropped += 1,
+            }
+        }
+        dropped
     }
 
     /// Every published key with its counter, in table order.
@@ -434,6 +487,56 @@ mod tests {
         assert_eq!(take(new.counter_for(b"a", 1, 1, |_| true).unwrap()), 11);
         assert_eq!(old.default.take(1, 1, None, false), Take::Retired);
         assert_eq!(a.take(1, 1, None, false), Take::Retired);
+    }
+
+    #[test]
+    fn records_and_restore_round_trip() {
+        let zone = HeapZone::new(64 * 1024);
+        let z = zone.header();
+        take(&z.default);
+        let a = z.counter_for(b"a", 5, 1, |_| true).unwrap();
+        take(a);
+        take(a);
+        z.counter_for(b"unused", 1, 1, |_| true).unwrap();
+        let ahead: Vec<Record> = z
+            .records(|v| v.issued + 100)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(ahead.len(), 3);
+        assert_eq!(
+            ahead[0],
+            Record {
+                key: None,
+                start: Some(1),
+                mark: 101
+            }
+        );
+        let exact: Vec<Record> = z
+            .records(|v| v.issued)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+
+        let restarted = HeapZone::new(64 * 1024);
+        let r = restarted.header();
+        assert_eq!(r.restore(&exact), 0);
+        assert_eq!(take(&r.default), 2);
+        assert_eq!(take(r.counter_for(b"a", 5, 1, |_| true).unwrap()), 7);
+        let crashed = HeapZone::new(64 * 1024);
+        let c = crashed.header();
+        c.restore(&ahead);
+        // after a crash: a gap of at most the reservation, never a repeat
+        assert_eq!(take(&c.default), 102);
+        assert_eq!(take(c.counter_for(b"a", 5, 1, |_| true).unwrap()), 107);
+        // the default counter of a zone whose file never saw it used
+        let fresh = HeapZone::new(64 * 1024);
+        fresh.header().restore(&[Record {
+            key: None,
+            start: None,
+            mark: 100,
+        }]);
+        assert_eq!(take(&fresh.header().default), 101);
     }
 
     #[test]
