@@ -57,16 +57,29 @@ __DATA__
 --- config
     location = /t { ticket_counter zone=t; }
     location = /k { ticket_counter zone=t key=$arg_k; }
---- pipelined_requests eval
-["GET /t", "GET /k?k=a", "GET /k?k=b"]
---- response_body eval
-["6\n", "4\n", "1\n"]
+--- request
+GET /t
+--- response_body
+6
 --- error_log
 ticket zone "t" resized: 2 counters carried over
 
 
 
-=== TEST 5: and back to the first size
+=== TEST 5: keyed counters came along
+--- http_config
+    ticket_zone t:2m;
+--- config
+    location = /t { ticket_counter zone=t; }
+    location = /k { ticket_counter zone=t key=$arg_k; }
+--- pipelined_requests eval
+["GET /k?k=a", "GET /k?k=b"]
+--- response_body eval
+["4\n", "1\n"]
+
+
+
+=== TEST 6: and back to the first size
 --- http_config
     ticket_zone t:1m;
 --- config

@@ -45,13 +45,14 @@ __DATA__
 === TEST 3: sold out: empty, with the reason in the error log
 --- http_config
     ticket_zone t:1m;
-    ticket_variable $ticket zone=t max=1;
+    ticket_variable $first zone=t key=seat max=1;
+    ticket_variable $second zone=t key=seat max=1;
 --- config
-    location = /v { return 200 "[$ticket]\n"; }
---- pipelined_requests eval
-["GET /v", "GET /v"]
---- response_body eval
-["[1]\n", "[]\n"]
+    location = /v { return 200 "[$first][$second]\n"; }
+--- request
+GET /v
+--- response_body
+[1][]
 --- error_log
 ticket variable is empty: sold out (zone "t")
 
