@@ -55,6 +55,12 @@ pub struct CounterView {
 }
 
 impl CounterView {
+    /// The reservation the state file should record now: `reserve` tickets
+    /// ahead of those issued, never below what it already covers.
+    pub fn reservation(&self, reserve: u64) -> u64 {
+        self.reserved.max(self.issued.saturating_add(reserve))
+    }
+
     /// The last ticket handed out, if any.
     pub fn last(&self) -> Option<u64> {
         let start = self.start?;
@@ -274,6 +280,17 @@ mod tests {
         c.raise_reserved(4);
         assert_eq!(c.reserved(), 10);
         assert_eq!(issued(c.take(1, 1, None, true)), (3, 1));
+    }
+
+    #[test]
+    fn reservations_run_ahead_and_never_shrink() {
+        let c = Counter::default();
+        c.set(1, 40, 100);
+        assert_eq!(c.view().reservation(10), 100);
+        assert_eq!(c.view().reservation(500), 540);
+        assert!(!c.running_low(50));
+        assert!(c.running_low(61));
+        assert_eq!(c.view().reservation(u64::MAX), u64::MAX);
     }
 
     #[test]

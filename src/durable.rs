@@ -81,11 +81,12 @@ impl Durable {
     fn low_water(&self) -> u64 {
         (self.reserve / 2).max(1)
     }
+}
 
-    /// The reservation a counter should have now.
-    fn ahead(&self, view: &crate::counter::CounterView) -> u64 {
-        view.reserved.max(view.issued.saturating_add(self.reserve))
-    }
+/// nginx's cached clock, in milliseconds.
+pub fn now_msec() -> u64 {
+    // SAFETY: reading the clock global nginx updates in each event loop turn.
+    unsafe { nginx_sys::ngx_current_msec as u64 }
 }
 
 fn new_owner() -> u64 {
@@ -121,21 +122,14 @@ fn check_writable(cycle: &ngx_cycle_t, durable: &Durable) -> Result<(), String> 
     let (uid, gid) = match ccf {
         Some(ccf) if ccf.user != u32::MAX => (ccf.user, ccf.group),
         // No `user`: workers run as the master's user.
-        _ => (current_uid(), u32::MAX),
+        // SAFETY: plain libc calls without arguments.
+        _ => unsafe { (nginx_sys::geteuid(), nginx_sys::getegid()) },
     };
     match state::dir_writable_by(&durable.path, uid, gid) {
         Ok(true) => Ok(()),
         Ok(false) => Err("its directory is not writable by the worker processes' user".into()),
         Err(err) => Err(format!("its directory is unusable: {err}")),
     }
-}
-
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to this process's effective uid.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
 }
 
 /// Opens a durable zone in the master: restores its counters from the file
@@ -200,7 +194,7 @@ pub fn open(
         .owner
         .store(owner, core::sync::atomic::Ordering::Relaxed);
     let seq = image.as_ref().map_or(0, |i| i.seq) + 1;
-    let records = header.records(|view| durable.ahead(view));
+    let records = header.records(|view| view.reservation(durable.reserve));
     let marks: Vec<(u64, &Counter)> = records.iter().map(|(r, c)| (r.mark, *c)).collect();
     let ours: Vec<Record> = records.into_iter().map(|(r, _)| r).collect();
     let written = state::update(&durable.path, |old| {
@@ -314,8 +308,7 @@ pub fn request(zone: &TicketZone, durable: &Durable, log: *mut ngx_log_t) {
     let Some(header) = zone.header() else {
         return;
     };
-    // SAFETY: reading nginx's cached clock.
-    let now = unsafe { nginx_sys::ngx_current_msec } as u64;
+    let now = now_msec();
     if header.retry_at.load(Ordering::Relaxed) > now {
         return;
     }
@@ -400,7 +393,7 @@ unsafe extern "C" fn write_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
     };
     let owner = header.owner.load(Ordering::Relaxed);
     let reserve = job.reserve;
-    let records = header.records(|view| view.reserved.max(view.issued.saturating_add(reserve)));
+    let records = header.records(|view| view.reservation(reserve));
     job.marks = records
         .iter()
         .map(|(r, c)| (r.mark, *c as *const Counter))
@@ -433,43 +426,31 @@ unsafe extern "C" fn written(ev: *mut ngx_event_t) {
     };
     // SAFETY: the zone outlives the worker's tasks.
     let header = unsafe { &*job.header };
-    match &job.result {
+    let failure = match &job.result {
         Ok(true) => {
             header.seq.fetch_add(1, Ordering::Relaxed);
             for &(mark, counter) in &job.marks {
                 // SAFETY: counters live in the zone's shared memory.
                 unsafe { (*counter).raise_reserved(mark) };
             }
+            None
         }
-        Ok(false) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "ticket zone \"{}\": state file \"{}\" was taken over by another nginx; \
-                 no tickets beyond the current reservation",
-                job.zone_name,
-                job.path.display()
-            );
-            // SAFETY: reading nginx's cached clock.
-            let now = unsafe { nginx_sys::ngx_current_msec } as u64;
-            header
-                .retry_at
-                .store(now + RETRY_AFTER_MSEC, Ordering::Relaxed);
-        }
-        Err(err) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "ticket zone \"{}\": could not write state file \"{}\": {err}",
-                job.zone_name,
-                job.path.display()
-            );
-            // SAFETY: as above.
-            let now = unsafe { nginx_sys::ngx_current_msec } as u64;
-            header
-                .retry_at
-                .store(now + RETRY_AFTER_MSEC, Ordering::Relaxed);
-        }
+        Ok(false) => Some(
+            "was taken over by another nginx; no tickets beyond the current reservation".into(),
+        ),
+        Err(err) => Some(format!("could not be written: {err}")),
+    };
+    if let Some(why) = failure {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "ticket zone \"{}\": state file \"{}\" {why}",
+            job.zone_name,
+            job.path.display()
+        );
+        header
+            .retry_at
+            .store(now_msec() + RETRY_AFTER_MSEC, Ordering::Relaxed);
     }
     header.writer.store(0, Ordering::Release);
 }

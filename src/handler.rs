@@ -22,6 +22,7 @@ use ngx::{ngx_log_debug, ngx_log_error};
 use crate::config::{Format, StatusFormat};
 use crate::counter::Take;
 use crate::directives::{CounterConf, LocConf, TicketZone};
+use crate::durable::now_msec;
 use crate::module::TicketModule;
 use crate::response::{self, Issued};
 use crate::shm::is_alive;
@@ -346,11 +347,6 @@ struct Waiting {
     event: ngx_event_t,
     batch: Option<u64>,
     deadline: u64,
-}
-
-fn now_msec() -> u64 {
-    // SAFETY: reading nginx's cached clock.
-    unsafe { nginx_sys::ngx_current_msec as u64 }
 }
 
 fn wait_for_reservation(r: &mut ngx_http_request_t, batch: Option<u64>) -> ngx_int_t {
