@@ -1,0 +1,903 @@
+#!/usr/bin/env python3
+"""Load benchmark of the ticket module; run through scripts/bench.
+
+Starts one nginx per way of answering the same location, each in its own
+prefix under --workdir and listening on 127.0.0.1:18080-18099, loads them with
+wrk in interleaved rounds, holds many keep-alive connections open on
+ticket_counter, reads the memory numbers from ticket_status, and writes
+bench/results/results.json and bench/results/throughput.png.
+
+Two groups, each on one nginx binary, ratios computed within a group:
+  bundled  build/sbin/nginx + build/modules/...so:
+           ceiling (return 200), counter, keyed (100k keys), state (if
+           supported), and ceiling driven by the same wrk Lua client as keyed
+  system   /usr/sbin/nginx (Debian) + build/system/...so:
+           ceiling, counter, lua (lua_shared_dict + incr)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = ROOT / "scripts" / "bench.lua"
+
+# Every ticket location counts from here, so every body is "NNNNNNNN\n"
+# (9 bytes) for the whole run, and the ceiling answers the same 9 bytes.
+START = 10_000_000
+CEILING_BODY = f"{START}\\n"  # as written in nginx.conf: return 200 "10000000\n"
+KEYS = 100_000
+KEYED_ZONE = "32m"
+
+PORTS = {
+    ("bundled", "ceiling"): 18080,
+    ("bundled", "counter"): 18081,
+    ("bundled", "keyed"): 18082,
+    ("bundled", "state"): 18083,
+    ("bundled", "memory"): 18084,
+    ("system", "ceiling"): 18090,
+    ("system", "counter"): 18091,
+    ("system", "lua"): 18092,
+}
+
+LABELS = {
+    "ceiling": "return 200 (ceiling)",
+    "ceiling_keys": "return 200, ?k= client (ceiling for keyed)",
+    "counter": "ticket_counter",
+    "keyed": f"ticket_counter key=$arg_k ({KEYS // 1000}k keys)",
+    "state": "ticket_counter, zone with state=",
+    "lua": "lua_shared_dict incr",
+}
+
+DEBIAN_LUA_MODULES = [
+    "/usr/lib/nginx/modules/ndk_http_module.so",
+    "/usr/lib/nginx/modules/ngx_http_lua_module.so",
+]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- nginx ----
+
+
+class Nginx:
+    """One nginx instance: its own prefix, config, port; started as a daemon."""
+
+    def __init__(self, name, binary, workdir, port, modules, http_extra, locations, limits):
+        self.name = name
+        self.binary = binary
+        self.port = port
+        self.prefix = Path(workdir) / name
+        self.modules = modules
+        self.http_extra = http_extra
+        self.locations = locations
+        self.limits = limits
+        self.master = None
+
+    @property
+    def conf_path(self) -> Path:
+        return self.prefix / "conf" / "nginx.conf"
+
+    @property
+    def error_log(self) -> Path:
+        return self.prefix / "logs" / "error.log"
+
+    def config(self) -> str:
+        p = self.prefix
+        mods = "".join(f"load_module {m};\n" for m in self.modules)
+        locs = "".join(
+            f"        location {path} {{\n" + "".join(f"            {line}\n" for line in body) + "        }\n"
+            for path, body in self.locations
+        )
+        extra = "".join(f"    {line}\n" for line in self.http_extra)
+        return f"""{mods}worker_processes {self.limits['workers']};
+worker_rlimit_nofile {self.limits['nofile']};
+error_log {p}/logs/error.log warn;
+pid {p}/logs/nginx.pid;
+
+events {{
+    worker_connections {self.limits['worker_connections']};
+}}
+
+http {{
+    access_log off;
+    default_type text/plain;
+    keepalive_requests {self.limits['keepalive_requests']};
+    keepalive_timeout 120s;
+    client_body_temp_path {p}/tmp/body;
+    proxy_temp_path {p}/tmp/proxy;
+    fastcgi_temp_path {p}/tmp/fastcgi;
+    uwsgi_temp_path {p}/tmp/uwsgi;
+    scgi_temp_path {p}/tmp/scgi;
+{extra}
+    server {{
+        listen 127.0.0.1:{self.port} backlog=4096;
+{locs}    }}
+}}
+"""
+
+    def write(self) -> None:
+        for sub in ("conf", "logs", "tmp", "state"):
+            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        # workers run as nobody: let them replace a state= file here (no
+        # sticky bit: they rename over a file the master created)
+        os.chmod(self.prefix / "state", 0o777)
+        self.conf_path.write_text(self.config())
+
+    def cmd(self, *extra):
+        return [str(self.binary), "-p", f"{self.prefix}/", "-e", str(self.error_log),
+                "-c", str(self.conf_path), *extra]
+
+    def test(self) -> tuple[bool, str]:
+        self.write()
+        r = subprocess.run(self.cmd("-t"), capture_output=True, text=True, timeout=30)
+        return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+    def start(self) -> None:
+        if port_in_use(self.port):
+            raise RuntimeError(f"port 127.0.0.1:{self.port} is already in use")
+        ok, out = self.test()
+        if not ok:
+            raise RuntimeError(f"{self.name}: nginx -t failed:\n{out}")
+        r = subprocess.run(self.cmd(), capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"{self.name}: nginx did not start:\n{r.stdout}{r.stderr}")
+        pidfile = self.prefix / "logs" / "nginx.pid"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if pidfile.exists() and pidfile.read_text().strip():
+                self.master = int(pidfile.read_text())
+                if port_in_use(self.port):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: nginx did not come up on port {self.port}")
+
+    def stop(self) -> None:
+        stop_all([self])
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) its worker processes have used so far."""
+        total = 0
+        for pid in children_of(self.master) if self.master else []:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, ValueError, IndexError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def errors_logged(self) -> list[str]:
+        try:
+            lines = self.error_log.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        return [l for l in lines if re.search(r"\[(warn|error|crit|alert|emerg)\]", l)]
+
+
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                kids.append(int(d.name))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_all(servers) -> None:
+    """Fast shutdown (SIGTERM) of the nginx masters we started, all at once;
+    SIGKILL for any master or worker of theirs still there after 10 s."""
+    procs = []
+    for srv in servers:
+        if srv.master is None:
+            continue
+        master, srv.master = srv.master, None
+        workers = children_of(master)
+        try:
+            os.kill(master, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        procs.append((master, workers))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not any(alive(p) for m, ws in procs for p in (m, *ws)):
+            return
+        time.sleep(0.05)
+    for master, workers in procs:
+        for pid in [*children_of(master), *workers, master]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_get(port: int, path: str, timeout: float = 30) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def raw_response(port: int, path: str) -> bytes:
+    """The full response bytes to one keep-alive GET, as wrk would see them."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        if m:
+            want = int(m.group(1))
+            while len(body) < want:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+        return head + b"\r\n\r\n" + body
+
+
+def version_of(binary) -> str:
+    r = subprocess.run([str(binary), "-v"], capture_output=True, text=True)
+    return (r.stdout + r.stderr).strip().split("/")[-1]
+
+
+# ------------------------------------------------------------------ wrk ----
+
+
+def run_wrk(port: int, path: str, conns: int, duration: int, keys: int | None = None) -> dict:
+    threads = min(2, conns)  # wrk needs connections >= threads
+    env = dict(os.environ)
+    env.pop("BENCH_KEYS", None)
+    if keys:
+        env["BENCH_KEYS"] = str(keys)
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s",
+           "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}{path}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60)
+    m = re.search(r"^BENCH (\{.*\})$", r.stdout, re.M)
+    if r.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    d = json.loads(m.group(1))
+    secs = d["duration_us"] / 1e6
+    errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
+    detail = {k: d[k] for k in ("connect", "read", "write", "status", "timeout") if d[k]}
+    if d["requests"] == 0:
+        # nothing answered in the whole run: wrk counts no error for requests
+        # still waiting at the end, so count one per connection
+        errors += conns
+        detail["no_response"] = conns
+    return {
+        "rps": d["requests"] / secs if secs else 0.0,
+        "requests": d["requests"],
+        "seconds": round(secs, 3),
+        "p50_ms": d["p50_us"] / 1000,
+        "p90_ms": d["p90_us"] / 1000,
+        "p99_ms": d["p99_us"] / 1000,
+        "max_ms": d["max_us"] / 1000,
+        "errors": errors,
+        "error_detail": detail,
+        "threads": threads,
+    }
+
+
+# ----------------------------------------------------- keep-alive hold ----
+
+
+async def hold_connections(port: int, path: str, n: int, requests_each: int, pause: float,
+                           time_limit: float) -> dict:
+    """Opens n keep-alive connections, takes one ticket on each, then with all of
+    them open at once takes requests_each-1 more on every one, in waves `pause`
+    seconds apart (all n requests of a wave in flight together)."""
+    errors: dict[str, int] = {}
+    tickets: list[int] = []
+    streams: list = []
+    peak = {"server_established": None}
+
+    def err(kind: str) -> None:
+        errors[kind] = errors.get(kind, 0) + 1
+
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+    async def one_request(reader, writer) -> bool:
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            body = await reader.readexactly(int(m.group(1))) if m else b""
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError) as e:
+            err(type(e).__name__)
+            return False
+        if status != 200 or not body.strip().isdigit():
+            err(f"status {status}")
+            return False
+        tickets.append(int(body))
+        return True
+
+    connect_gate = asyncio.Semaphore(256)
+
+    async def open_one():
+        try:
+            async with connect_gate:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as e:
+            err(f"connect: {e.strerror or type(e).__name__}")
+            return
+        if await one_request(reader, writer):
+            streams.append((reader, writer))
+        else:
+            writer.close()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(open_one() for _ in range(n)))
+    t_open = time.monotonic() - t0
+    # all connections are open now: count them on the server side too
+    peak["server_established"] = count_established(port)
+    t1 = time.monotonic()
+    for _ in range(requests_each - 1):
+        await asyncio.sleep(pause)
+        ok = await asyncio.gather(*(one_request(r, w) for r, w in streams))
+        streams[:] = [s for s, good in zip(streams, ok) if good]
+    t_requests = time.monotonic() - t1
+    still_open = len(streams)
+    for _, w in streams:
+        w.close()
+    await asyncio.gather(*(w.wait_closed() for _, w in streams), return_exceptions=True)
+    return {
+        "connections": n,
+        "requests_per_connection": requests_each,
+        "open_at_once": still_open,
+        "server_established_at_peak": peak["server_established"],
+        "tickets": len(tickets),
+        "distinct_tickets": len(set(tickets)),
+        "first_ticket": min(tickets) if tickets else None,
+        "last_ticket": max(tickets) if tickets else None,
+        "errors": sum(errors.values()),
+        "error_detail": errors,
+        "open_seconds": round(t_open, 2),
+        "held_seconds": round(t_requests, 2),
+        "time_limit_s": time_limit,
+    }
+
+
+def count_established(port: int) -> int | None:
+    """Established TCP connections whose local port is `port` (server side)."""
+    try:
+        r = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+                           capture_output=True, text=True, timeout=30)
+        return len([l for l in r.stdout.splitlines() if l.strip()])
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_hold(port: int, path: str, n: int, requests_each: int, pause: float, time_limit: float) -> dict:
+    try:
+        return asyncio.run(asyncio.wait_for(
+            hold_connections(port, path, n, requests_each, pause, time_limit), timeout=time_limit))
+    except asyncio.TimeoutError:
+        return {"connections": n, "errors": 1, "error_detail": {"timed out": time_limit},
+                "tickets": None, "time_limit_s": time_limit}
+
+
+# ------------------------------------------------------------- main -------
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    except (OSError, AttributeError):
+        mem_kb = None
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "Cargo.toml",
+                            "Cargo.lock", "build.rs"], capture_output=True, text=True).stdout.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kb / 1048576, 1) if mem_kb else None,
+        "kernel": platform.release(),
+        "os": platform.freedesktop_os_release().get("PRETTY_NAME") if hasattr(platform, "freedesktop_os_release") else "",
+        "python": platform.python_version(),
+        "wrk": (wrk_v.stdout + wrk_v.stderr).split("\n")[0].strip(),
+        "git": git + ("+dirty src" if dirty else ""),
+        "loadavg_start": os.getloadavg()[0],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=3, help="seconds per run (whole seconds: wrk's unit)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+
+    conns_list = [1, 16, 64, 256, 1024]
+    hold_n = 10_000
+    hold_waves, hold_pause = 5, 1.0  # ~4 s with all connections open
+    warmup_s = 2
+    if args.quick:
+        args.rounds, args.duration = 1, 1
+        conns_list = [16, 64]
+        hold_n = 1_000
+        hold_waves, hold_pause = 3, 0.5
+        warmup_s = 1
+    if args.workers < 1 or args.rounds < 1 or args.duration <= 0:
+        ap.error("--workers, --rounds and --duration must be positive")
+
+    # Every process we start inherits our limits: raise the soft fd limit to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    want = min(want, 1 << 20)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    worker_connections = max(1024, min(hold_n + 6000, nofile - 512))
+    limits = {
+        "workers": args.workers,
+        "nofile": nofile,
+        "worker_connections": worker_connections,
+        "keepalive_requests": 1_000_000,
+    }
+    if worker_connections < hold_n + 100 or nofile < hold_n + 512:
+        log(f"warning: fd limit {nofile} is low for {hold_n} held connections")
+
+    bundled_bin = ROOT / "build" / "sbin" / "nginx"
+    bundled_mod = ROOT / "build" / "modules" / "ngx_http_ticket_module.so"
+    system_bin = Path("/usr/sbin/nginx")
+    system_mod = ROOT / "build" / "system" / "ngx_http_ticket_module.so"
+    for f in (bundled_bin, bundled_mod, system_bin, system_mod, *map(Path, DEBIAN_LUA_MODULES)):
+        if not f.exists():
+            log(f"missing {f}")
+            return 2
+
+    workdir = Path(args.workdir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    info = machine_info()
+    info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    info["nginx"] = {"bundled": version_of(bundled_bin), "system": version_of(system_bin)}
+
+    ticket = f"ticket_counter zone=%s start={START};"
+    ceiling_loc = ["add_header Cache-Control no-store;", f'return 200 "{CEILING_BODY}";']
+    # The module answers Content-Type: text/plain (default_type above) and
+    # Cache-Control: no-store, so the ceiling and Lua add the same header.
+    servers: dict[tuple[str, str], Nginx] = {}
+
+    def add(group, way, binary, modules, http_extra, locations):
+        servers[(group, way)] = Nginx(f"{group}-{way}", binary, workdir, PORTS[(group, way)],
+                                      modules, http_extra, locations, limits)
+
+    for group, binary, mod in (("bundled", bundled_bin, bundled_mod), ("system", system_bin, system_mod)):
+        add(group, "ceiling", binary, [], [], [("= /t", ceiling_loc)])
+        add(group, "counter", binary, [mod], ["ticket_zone c:1m;", "ticket_zone hold:1m;"],
+            [("= /t", [ticket % "c"]), ("= /hold", ["ticket_counter zone=hold;"]),
+             ("= /status", ["ticket_status;"])])
+    add("bundled", "keyed", bundled_bin, [bundled_mod], [f"ticket_zone k:{KEYED_ZONE};"],
+        [("= /t", [f"ticket_counter zone=k key=$arg_k start={START};"]),
+         ("= /status", ["ticket_status zone=k;"])])
+    add("bundled", "memory", bundled_bin, [bundled_mod], ["ticket_zone m:1m;"],
+        [("= /k", ["ticket_counter zone=m key=$arg_k;"]), ("= /status", ["ticket_status zone=m;"])])
+    state_file = workdir / "bundled-state" / "state" / "tickets.state"
+    add("bundled", "state", bundled_bin, [bundled_mod],
+        [f"ticket_zone s:1m state={state_file} reserve=10000;"],
+        [("= /t", [ticket % "s"]), ("= /status", ["ticket_status zone=s;"])])
+    add("system", "lua", system_bin, DEBIAN_LUA_MODULES, ["lua_shared_dict tickets 1m;"],
+        [("= /t", ["add_header Cache-Control no-store;",
+                   "content_by_lua_block {",
+                   f"    local s = ngx.shared.tickets:incr(\"n\", 1, {START - 1}) .. \"\\n\"",
+                   "    ngx.header[\"Content-Length\"] = #s",
+                   "    ngx.print(s)",
+                   "}"])])
+
+    # Is state= implemented? nginx -t decides.
+    ok, out_t = servers[("bundled", "state")].test()
+    emerg = [l for l in out_t.splitlines() if "[emerg]" in l] or out_t.splitlines()[-1:] or [""]
+    msg = re.sub(r"^nginx: \[emerg\] (.*?)( in \S+:\d+)?$", r"\1", emerg[0])
+    state_info = {"available": ok, "nginx_t": msg.replace(str(workdir), "$TMP"),
+                  "directive": f"ticket_zone s:1m state=$TMP/bundled-state/state/tickets.state reserve=10000;"}
+    if not ok:
+        log(f"state= zones: not available ({state_info['nginx_t']})")
+        del servers[("bundled", "state")]
+    else:
+        log("state= zones: available")
+
+    started: list[Nginx] = []
+    results = {"meta": info, "state": state_info}
+    try:
+        for key, srv in servers.items():
+            srv.start()
+            started.append(srv)
+        log("started " + ", ".join(f"{s.name}:{s.port}" for s in started))
+
+        # ------------------------------------------------ ways & checks --
+        ways = {
+            "bundled": ["ceiling", "ceiling_keys", "counter", "keyed"]
+            + (["state"] if ("bundled", "state") in servers else []),
+            "system": ["ceiling", "counter", "lua"],
+        }
+
+        def target(group, way):
+            srv = servers[(group, "ceiling" if way == "ceiling_keys" else way)]
+            keys = KEYS if way in ("keyed", "ceiling_keys") else None
+            return srv.port, "/t", keys
+
+        responses = {}
+        for group, wl in ways.items():
+            for way in wl:
+                port, path, keys = target(group, way)
+                p = path + ("?k=1" if keys else "")
+                raw = raw_response(port, p)
+                head, _, body = raw.partition(b"\r\n\r\n")
+                status_line = head.split(b"\r\n", 1)[0].decode()
+                if " 200 " not in status_line + " ":
+                    raise RuntimeError(f"{group}/{way}: {p} answered {status_line}")
+                headers = sorted(l.split(b":", 1)[0].decode().lower() for l in head.split(b"\r\n")[1:])
+                responses[f"{group}/{way}"] = {"bytes": len(raw), "body": body.decode(errors="replace"),
+                                               "headers": headers}
+        for k, v in responses.items():
+            log(f"  {k:22s} {v['bytes']} bytes, body {v['body']!r}, headers {', '.join(v['headers'])}")
+
+        # ---------------------------------------------------- warm-up ----
+        log("warm-up")
+        for group, wl in ways.items():
+            for way in wl:
+                port, path, keys = target(group, way)
+                run_wrk(port, path, 64, warmup_s, keys)
+        # keyed: create all 100k keys first, so the runs measure steady state
+        keyed_port = servers[("bundled", "keyed")].port
+        deadline = time.monotonic() + 90
+        while True:
+            st = json.loads(http_get(keyed_port, "/status")[2])["zones"]["k"]
+            if st["keys"] >= KEYS or time.monotonic() > deadline:
+                break
+            run_wrk(keyed_port, "/t", 64, 2, KEYS)
+        log(f"  keyed zone: {st['keys']} keys of capacity {st['capacity']}")
+        keyed_zone_info = {k: st[k] for k in ("size", "capacity", "keys")}
+
+        # ----------------------------------------------- measurements ----
+        runs: dict = {g: {w: {c: [] for c in conns_list} for w in wl} for g, wl in ways.items()}
+        order = [(g, w) for g, wl in ways.items() for w in wl]
+        total = args.rounds * len(conns_list) * len(order)
+        n = 0
+        t_start = time.monotonic()
+        for rnd in range(args.rounds):
+            for c in conns_list:
+                # rotate the order each round and each connection count
+                shift = (rnd * len(conns_list) + conns_list.index(c)) % len(order)
+                for group, way in order[shift:] + order[:shift]:
+                    port, path, keys = target(group, way)
+                    srv = servers[(group, "ceiling" if way == "ceiling_keys" else way)]
+                    cpu0 = srv.cpu_seconds()
+                    res = run_wrk(port, path, c, args.duration, keys)
+                    cpu = srv.cpu_seconds() - cpu0
+                    # nginx workers' CPU per answered request: the server's own cost,
+                    # which wrk's share of the 2 cores does not blur
+                    res["nginx_cpu_us_per_req"] = round(cpu * 1e6 / res["requests"], 2) if res["requests"] else None
+                    res["round"] = rnd + 1
+                    runs[group][way][c].append(res)
+                    n += 1
+                    log(f"  [{n}/{total}] round {rnd + 1} c={c:<5d} {group:7s} {way:13s} "
+                        f"{res['rps']:10.0f} req/s  p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms"
+                        f"  nginx {res['nginx_cpu_us_per_req']} cpu-us/req"
+                        + (f"  errors {res['errors']} {res['error_detail']}" if res["errors"] else ""))
+        log(f"measured in {time.monotonic() - t_start:.0f}s")
+
+        groups_out = {}
+        for group, wl in ways.items():
+            binary = bundled_bin if group == "bundled" else system_bin
+            g = {"nginx": info["nginx"][group], "binary": str(binary),
+                 "module": str(bundled_mod if group == "bundled" else system_mod), "ways": {}}
+            for way in wl:
+                port, path, keys = target(group, way)
+                per_c = {}
+                for c in conns_list:
+                    rs = runs[group][way][c]
+                    ceil = runs[group]["ceiling"][c]
+                    med = median([r["rps"] for r in rs])
+                    cmed = median([r["rps"] for r in ceil])
+                    per_c[str(c)] = {
+                        "rps": round(med, 1),
+                        "p50_ms": round(median([r["p50_ms"] for r in rs]), 4),
+                        "p99_ms": round(median([r["p99_ms"] for r in rs]), 4),
+                        "errors": sum(r["errors"] for r in rs),
+                        "nginx_cpu_us_per_req": median([r["nginx_cpu_us_per_req"] for r in rs
+                                                        if r["nginx_cpu_us_per_req"] is not None]),
+                        "ratio": round(med / cmed, 4) if cmed else None,
+                        "ratio_per_round": [round(r["rps"] / q["rps"], 4) if q["rps"] else None
+                                            for r, q in zip(rs, ceil)],
+                        "runs": rs,
+                    }
+                    if way == "keyed":
+                        kc = median([r["rps"] for r in runs[group]["ceiling_keys"][c]])
+                        per_c[str(c)]["ratio_same_client"] = round(med / kc, 4) if kc else None
+                    if way == "state":
+                        pc = median([r["rps"] for r in runs[group]["counter"][c]])
+                        per_c[str(c)]["ratio_to_counter"] = round(med / pc, 4) if pc else None
+                g["ways"][way] = {
+                    "label": LABELS[way],
+                    "port": port,
+                    "request": path + ("?k=1..%d" % keys if keys else ""),
+                    "response": responses[f"{group}/{way}"],
+                    "results": per_c,
+                }
+            groups_out[group] = g
+        results["groups"] = groups_out
+        results["keyed_zone"] = keyed_zone_info
+
+        # counters issued, as the zones report them (sanity: no ticket lost/duplicated is tested in t/)
+        for group in ("bundled",):
+            st = json.loads(http_get(servers[(group, "counter")].port, "/status")[2])["zones"]["c"]
+            results["counter_zone_after"] = st["counters"][0]
+
+        # ------------------------------------------- keep-alive hold -----
+        hold_port = servers[("bundled", "counter")].port
+        log(f"holding {hold_n} keep-alive connections on ticket_counter (:{hold_port}/hold)")
+        hold = run_hold(hold_port, "/hold", hold_n, hold_waves, hold_pause, time_limit=180)
+        st = json.loads(http_get(hold_port, "/status")[2])["zones"]["hold"]
+        hold["zone_issued"] = st["counters"][0]["issued"]  # the zone's own count: equals tickets
+        hold["nginx"] = info["nginx"]["bundled"]
+        hold["worker_connections"] = worker_connections
+        results["hold"] = hold
+        log(f"  {hold}")
+
+        # ------------------------------------------------------ memory ---
+        mport = servers[("bundled", "memory")].port
+        st = json.loads(http_get(mport, "/status")[2])["zones"]["m"]
+        cap = st["capacity"]
+        stored, refused = 0, None
+        conn = http.client.HTTPConnection("127.0.0.1", mport, timeout=30)
+        try:
+            for k in range(1, 3 * cap + 2):
+                conn.request("GET", f"/k?k=key{k}")
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    stored += 1
+                else:
+                    refused = resp.status
+                    break
+        finally:
+            conn.close()
+        st2 = json.loads(http_get(mport, "/status")[2])["zones"]["m"]
+        results["memory"] = {
+            "zone_size": st["size"],
+            "capacity": cap,
+            "bytes_per_key": round(st["size"] / cap, 1) if cap else None,
+            "keys_in_1m_zone": cap,
+            "filled": stored,
+            "refused_with": refused,
+            "keys_after_fill": st2["keys"],
+            "keyed_zone": {"size_spec": KEYED_ZONE, **keyed_zone_info},
+        }
+        log(f"  memory: {results['memory']}")
+
+        # ------------------------------------------------- error logs ----
+        # (the memory fill ends on purpose with "ticket zone "m" is full")
+        logged = {s.name: [l for l in s.errors_logged()
+                           if not (s.name == "bundled-memory" and 'ticket zone "m" is full' in l)]
+                  for s in started}
+        results["error_log_lines"] = {k: v[-20:] for k, v in logged.items() if v}
+
+    finally:
+        stop_all(started)
+
+    info["loadavg_end"] = os.getloadavg()[0]
+    results["options"] = {
+        "workers": args.workers, "rounds": args.rounds, "duration_s": args.duration,
+        "connections": conns_list, "wrk_threads": "min(2, connections)", "quick": args.quick,
+        "hold_connections": hold_n, "start": START, "keys": KEYS,
+        "worker_connections": worker_connections, "worker_rlimit_nofile": nofile,
+        "keepalive_requests": limits["keepalive_requests"],
+        "statistic": "median over rounds (req/s, p50, p99); errors summed over rounds; "
+                     "ratio = median req/s / median req/s of the group's ceiling",
+    }
+    results["targets"] = targets(results)
+
+    (out / "results.json.tmp").write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(out / "results.json.tmp", out / "results.json")
+    plot(results, out / "throughput.png")
+    log(f"wrote {out / 'results.json'} and {out / 'throughput.png'}")
+    print_summary(results)
+    return 0
+
+
+def targets(res: dict) -> list[dict]:
+    """The project's speed targets, as ratios measured in this run (at 64 connections).
+    Each detail also gives the same comparison in nginx worker CPU per request
+    (cost of the other way / cost of this one), which wrk's share of the cores
+    does not blur."""
+    c = "64" if "64" in next(iter(res["groups"]["bundled"]["ways"].values()))["results"] else None
+    b = res["groups"]["bundled"]["ways"]
+    s = res["groups"]["system"]["ways"]
+    out = []
+
+    def add(name, value, goal, detail):
+        out.append({"target": name, "ratio": value, "goal": goal,
+                    "met": (value is not None and value >= goal), "detail": detail})
+
+    if c is None:
+        return out
+
+    def cpu(other, this):
+        a, b_ = other["results"][c]["nginx_cpu_us_per_req"], this["results"][c]["nginx_cpu_us_per_req"]
+        return f"by nginx CPU per request: {a / b_:.2f} ({a:.2f} / {this['results'][c]['nginx_cpu_us_per_req']:.2f} us)" \
+            if a and b_ else "nginx CPU per request: n/a"
+
+    add("ticket_counter / return-200 ceiling", b["counter"]["results"][c]["ratio"], 0.95,
+        f"bundled nginx {res['groups']['bundled']['nginx']}, {c} connections; "
+        + cpu(b["ceiling"], b["counter"]))
+    lua = s["lua"]["results"][c]["rps"]
+    add("ticket_counter / lua_shared_dict incr",
+        round(s["counter"]["results"][c]["rps"] / lua, 4) if lua else None, 1.2,
+        f"Debian nginx {res['groups']['system']['nginx']}, {c} connections; " + cpu(s["lua"], s["counter"])
+        + (f"; return-200 ceiling / lua: {s['ceiling']['results'][c]['rps'] / lua:.2f} (no handler can beat it)"
+           if lua else ""))
+    k = b["keyed"]["results"][c]
+    add(f"keyed ({KEYS // 1000}k keys) / return-200 ceiling", k["ratio"], 0.8,
+        f"bundled nginx, {c} connections; against the ceiling driven by the same "
+        f"?k= wrk client: {k.get('ratio_same_client'):.2f}; " + cpu(b["ceiling"], b["keyed"]))
+    if "state" in b:
+        add("state= zone / plain zone", b["state"]["results"][c]["ratio_to_counter"], 0.9,
+            f"bundled nginx, {c} connections; " + cpu(b["counter"], b["state"]))
+    else:
+        out.append({"target": "state= zone / plain zone", "ratio": None, "goal": 0.9, "met": None,
+                    "detail": "nginx -t: " + res["state"]["nginx_t"]})
+    return out
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    groups = res["groups"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
+    styles = {
+        "ceiling": ("black", "-", "o"), "ceiling_keys": ("gray", ":", "o"),
+        "counter": ("tab:blue", "-", "s"), "keyed": ("tab:green", "-", "^"),
+        "state": ("tab:purple", "-", "D"), "lua": ("tab:red", "-", "v"),
+    }
+    for ax, (gname, title) in zip(axes, (("bundled", "bundled nginx"), ("system", "Debian nginx"))):
+        g = groups[gname]
+        for way, w in g["ways"].items():
+            cs = sorted(int(c) for c in w["results"])
+            med = [w["results"][str(c)]["rps"] for c in cs]
+            lo = [min(r["rps"] for r in w["results"][str(c)]["runs"]) for c in cs]
+            hi = [max(r["rps"] for r in w["results"][str(c)]["runs"]) for c in cs]
+            color, ls, marker = styles.get(way, (None, "-", "o"))
+            ax.plot(cs, med, ls, color=color, marker=marker, label=w["label"])
+            ax.fill_between(cs, lo, hi, color=color, alpha=0.12, linewidth=0)
+        ax.set_xscale("log")
+        cs_all = sorted({int(c) for w in g["ways"].values() for c in w["results"]})
+        ax.set_xticks(cs_all)
+        ax.set_xticklabels([str(c) for c in cs_all])
+        ax.minorticks_off()
+        ax.set_xlabel("concurrent connections (wrk, keep-alive)")
+        ax.set_title(f"{title} {g['nginx']}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:.0f}k"))
+    axes[0].set_ylabel("requests/s (median of rounds; band: min-max)")
+    o, m = res["options"], res["meta"]
+    fig.suptitle(f"ngx-ticket throughput: {m['nproc']} cores ({m['cpu']}), {o['workers']} workers, "
+                 f"{o['rounds']} rounds x {o['duration_s']:g}s, wrk on the same machine, {m['date'][:10]}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_summary(res: dict) -> None:
+    print()
+    print("== ngx-ticket benchmark summary ==")
+    m, o = res["meta"], res["options"]
+    print(f"{m['nproc']} cores, {m['cpu']}; nginx {m['nginx']['bundled']} (bundled) / "
+          f"{m['nginx']['system']} (Debian); {o['workers']} workers; {o['rounds']} rounds x "
+          f"{o['duration_s']:g}s; load average {m['loadavg_start']:.2f} -> {m['loadavg_end']:.2f}")
+    for gname, g in res["groups"].items():
+        print(f"-- {gname} nginx {g['nginx']} --")
+        cs = list(next(iter(g["ways"].values()))["results"])
+        print(f"{'way':44s} " + " ".join(f"{'c=' + c:>16s}" for c in cs))
+        for way, w in g["ways"].items():
+            cells = []
+            for c in cs:
+                r = w["results"][c]
+                cells.append(f"{r['rps'] / 1000:7.1f}k {r['ratio']:.2f}x" + ("!" if r["errors"] else " "))
+            print(f"{w['label']:44s} " + " ".join(f"{x:>16s}" for x in cells))
+        if "64" in cs:
+            print("  nginx worker CPU per request at c=64: " + ", ".join(
+                f"{way} {w['results']['64']['nginx_cpu_us_per_req']:.1f} us" for way, w in g["ways"].items()
+                if w["results"]["64"]["nginx_cpu_us_per_req"] is not None))
+    errs = sum(r["errors"] for g in res["groups"].values() for w in g["ways"].values()
+               for r in w["results"].values())
+    print(f"wrk errors (non-2xx + socket), all runs: {errs}")
+    h = res["hold"]
+    print(f"{h['connections']} keep-alive connections held: errors {h['errors']}, tickets {h['tickets']}, "
+          f"open at once {h.get('open_at_once')} (server side {h.get('server_established_at_peak')})")
+    mem = res["memory"]
+    print(f"memory: {mem['bytes_per_key']} bytes of shared memory per key; "
+          f"a 1 MB zone holds {mem['keys_in_1m_zone']} keys (filled {mem['filled']})")
+    print("targets (64 connections, ratios from this run):")
+    for t in res["targets"]:
+        verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
+        ratio = "-" if t["ratio"] is None else f"{t['ratio']:.3f}"
+        print(f"  {t['target']:42s} {ratio:>6s} (goal >= {t['goal']})  {verdict}   [{t['detail']}]")
+    if res.get("error_log_lines"):
+        print("error-log lines at warn or above:")
+        for name, lines in res["error_log_lines"].items():
+            for line in lines[-5:]:
+                print(f"  {name}: {line}")
+
+
+if __name__ == "__main__":
+    def _stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _stop)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        sys.exit(130)
