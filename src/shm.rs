@@ -171,6 +171,11 @@ fn find_old_zone(shm_zone: &ngx_shm_zone_t) -> *const ZoneHeader {
     // `nelts` ngx_shm_zone_t.
     unsafe {
         while let Some(p) = part.as_ref() {
+            if p.elts.is_null() || p.nelts == 0 {
+                // the very first cycle has an empty list
+                part = p.next;
+                continue;
+            }
             let zones = core::slice::from_raw_parts(p.elts.cast::<ngx_shm_zone_t>(), p.nelts);
             for old in zones {
                 if old.tag == tag
