@@ -111,20 +111,33 @@ fn master_pid() -> u32 {
     }
 }
 
-/// Whether the worker user can replace files in the state file's directory.
-fn check_writable(cycle: &ngx_cycle_t, durable: &Durable) -> Result<(), String> {
+/// The user the worker processes run as.
+fn worker_user(cycle: &ngx_cycle_t) -> (u32, u32) {
     // SAFETY: the core module's conf exists once the configuration is parsed.
     let ccf = unsafe {
         (*cycle.conf_ctx.add(ngx_core_module.index))
             .cast::<ngx_core_conf_t>()
             .as_ref()
     };
-    let (uid, gid) = match ccf {
+    match ccf {
         Some(ccf) if ccf.user != u32::MAX => (ccf.user, ccf.group),
         // No `user`: workers run as the master's user.
         // SAFETY: plain libc calls without arguments.
         _ => unsafe { (nginx_sys::geteuid(), nginx_sys::getegid()) },
-    };
+    }
+}
+
+/// Who should own the files the master writes: the worker user, when the
+/// master runs as root and the workers do not.
+fn file_owner(cycle: &ngx_cycle_t) -> Option<(u32, u32)> {
+    let (uid, gid) = worker_user(cycle);
+    // SAFETY: a plain libc call without arguments.
+    (unsafe { nginx_sys::geteuid() } == 0 && uid != 0).then_some((uid, gid))
+}
+
+/// Whether the worker user can replace files in the state file's directory.
+fn check_writable(cycle: &ngx_cycle_t, durable: &Durable) -> Result<(), String> {
+    let (uid, gid) = worker_user(cycle);
     match state::dir_writable_by(&durable.path, uid, gid) {
         Ok(true) => Ok(()),
         Ok(false) => Err("its directory is not writable by the worker processes' user".into()),
@@ -197,7 +210,7 @@ pub fn open(
     let records = header.records(|view| view.reservation(durable.reserve));
     let marks: Vec<(u64, &Counter)> = records.iter().map(|(r, c)| (r.mark, *c)).collect();
     let ours: Vec<Record> = records.into_iter().map(|(r, _)| r).collect();
-    let written = state::update(&durable.path, |old| {
+    let written = state::update(&durable.path, file_owner(cycle), |old| {
         let on_disk = old.map(|i| i.records).unwrap_or_default();
         Update::Write(Image {
             pid: master_pid(),
@@ -230,7 +243,8 @@ pub fn adopt(header: &ZoneHeader) {
 /// At a clean stop, in the master once every worker is gone: record the
 /// exact counts, so counting resumes with no gap. Leaves a file that another
 /// nginx (a binary upgrade's new master) has taken over.
-pub fn close(zone: &TicketZone, log: *mut ngx_log_t) {
+pub fn close(zone: &TicketZone, cycle: &ngx_cycle_t) {
+    let log = cycle.log;
     let (Some(durable), Some(header)) = (zone.durable.as_ref(), zone.header()) else {
         return;
     };
@@ -240,7 +254,7 @@ pub fn close(zone: &TicketZone, log: *mut ngx_log_t) {
         .into_iter()
         .map(|(r, _)| r)
         .collect();
-    let written = state::update(&durable.path, |old| match old {
+    let written = state::update(&durable.path, file_owner(cycle), |old| match old {
         Some(old) if old.owner != owner => Update::Leave,
         old => {
             // keep records of counters this zone does not know
@@ -400,7 +414,7 @@ unsafe extern "C" fn write_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
         .collect();
     let ours: Vec<Record> = records.into_iter().map(|(r, _)| r).collect();
     let seq = header.seq.load(Ordering::Relaxed) + 1;
-    let result = state::update(&job.path, |old| match old {
+    let result = state::update(&job.path, None, |old| match old {
         // Another nginx took the file over (binary upgrade) and still runs:
         // extending our reservations would hand out its tickets.
         Some(old) if old.owner != owner && is_alive(old.pid) => Update::Leave,

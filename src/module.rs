@@ -109,7 +109,7 @@ extern "C" fn ticket_exit_master(cycle: *mut nginx_sys::ngx_cycle_t) {
     let cycle = unsafe { &*cycle };
     if let Some(main) = TicketModule::main_conf(cycle) {
         for zone in main.zones() {
-            crate::durable::close(zone, cycle.log);
+            crate::durable::close(zone, cycle);
         }
     }
 }

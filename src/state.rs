@@ -218,8 +218,9 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Replaces the file with `image`, atomically and durably.
-fn store(path: &Path, image: &Image) -> io::Result<()> {
+/// Replaces the file with `image`, atomically and durably, owned by
+/// `owner` (uid, gid) when given.
+fn store(path: &Path, image: &Image, owner: Option<(u32, u32)>) -> io::Result<()> {
     let tmp = sibling(path, &format!(".tmp.{}", std::process::id()));
     let result = (|| {
         use std::os::unix::fs::OpenOptionsExt;
@@ -230,6 +231,9 @@ fn store(path: &Path, image: &Image) -> io::Result<()> {
             .mode(0o644)
             .open(&tmp)?;
         file.write_all(&encode(image))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(directory(path))?.sync_all()
@@ -249,9 +253,12 @@ pub enum Update {
 /// Reads, transforms and rewrites the file under its lock, so that the
 /// processes of one nginx (and of an old and a new one during a binary
 /// upgrade) never interleave their read-modify-write cycles. The lock is an
-/// flock: the kernel drops it when its holder dies.
+/// flock: the kernel drops it when its holder dies. The master, running as
+/// root, passes the worker user as `owner`, so that workers may replace the
+/// file later even in a sticky directory.
 pub fn update(
     path: &Path,
+    owner: Option<(u32, u32)>,
     change: impl FnOnce(Option<Image>) -> Update,
 ) -> Result<bool, StateError> {
     // Locking the directory needs only read access to it, so the master (root)
@@ -259,7 +266,9 @@ pub fn update(
     let lock = File::open(directory(path))?;
     lock.lock()?;
     let result = match change(load(path)?) {
-        Update::Write(image) => store(path, &image).map(|()| true).map_err(Into::into),
+        Update::Write(image) => store(path, &image, owner)
+            .map(|()| true)
+            .map_err(Into::into),
         Update::Leave => Ok(false),
     };
     let _ = lock.unlock();
@@ -386,14 +395,14 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.state");
         assert!(load(&path).unwrap().is_none());
-        let wrote = update(&path, |old| {
+        let wrote = update(&path, None, |old| {
             assert!(old.is_none());
             Update::Write(sample())
         })
         .unwrap();
         assert!(wrote);
         assert_eq!(load(&path).unwrap().unwrap(), sample());
-        let wrote = update(&path, |old| {
+        let wrote = update(&path, None, |old| {
             assert_eq!(old.unwrap().seq, 7);
             Update::Leave
         })
