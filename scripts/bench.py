@@ -467,7 +467,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=3, help="seconds per run (whole seconds: wrk's unit)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", help="results folder (default bench/results, bench/results/quick with --quick)")
     args = ap.parse_args()
 
     conns_list = [1, 16, 64, 256, 1024]
@@ -510,7 +510,8 @@ def main() -> int:
             return 2
 
     workdir = Path(args.workdir)
-    out = Path(args.out)
+    # a smoke run never replaces the results of a full one
+    out = Path(args.out or ROOT / "bench" / "results" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
 
     info = machine_info()
@@ -780,7 +781,7 @@ def targets(res: dict) -> list[dict]:
 
     def cpu(other, this):
         a, b_ = other["results"][c]["nginx_cpu_us_per_req"], this["results"][c]["nginx_cpu_us_per_req"]
-        return f"by nginx CPU per request: {a / b_:.2f} ({a:.2f} / {this['results'][c]['nginx_cpu_us_per_req']:.2f} us)" \
+        return f"by nginx CPU per request: {a / b_:.2f} ({a:.2f} / {b_:.2f} µs)" \
             if a and b_ else "nginx CPU per request: n/a"
 
     add("ticket_counter / return-200 ceiling", b["counter"]["results"][c]["ratio"], 0.95,
@@ -790,7 +791,7 @@ def targets(res: dict) -> list[dict]:
     add("ticket_counter / lua_shared_dict incr",
         round(s["counter"]["results"][c]["rps"] / lua, 4) if lua else None, 1.2,
         f"Debian nginx {res['groups']['system']['nginx']}, {c} connections; " + cpu(s["lua"], s["counter"])
-        + (f"; return-200 ceiling / lua: {s['ceiling']['results'][c]['rps'] / lua:.2f} (no handler can beat it)"
+        + (f"; return-200 ceiling / lua: {s['ceiling']['results'][c]['rps'] / lua:.2f} (return 200 does no work: the most a handler can expect, noise aside)"
            if lua else ""))
     k = b["keyed"]["results"][c]
     add(f"keyed ({KEYS // 1000}k keys) / return-200 ceiling", k["ratio"], 0.8,
