@@ -132,6 +132,10 @@ class Load:
         if conn is not None:
             conn.close()
 
+    def total(self):
+        with self.lock:
+            return sum(len(t) for t in self.tickets.values())
+
     def __enter__(self):
         for t in self.threads:
             t.start()
@@ -177,7 +181,12 @@ def main():
                 workers = nginx.workers()
                 if workers:
                     os.kill(random.choice(workers), signal.SIGKILL)
-                time.sleep(args.seconds * 0.5)  # the master starts a new worker
+                time.sleep(args.seconds * 0.3)  # the master starts a new worker
+                # nothing may be stuck: tickets keep coming after the kill
+                before = load.total()
+                time.sleep(args.seconds * 0.5)
+                if load.total() - before < 100:
+                    failures.append(f"round {len(rounds) + 1}: no progress after a worker was killed")
             if how == "clean-stop":
                 load.stop.set()
                 for t in load.threads:
