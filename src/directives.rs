@@ -105,8 +105,6 @@ struct ZoneRef {
     directive: &'static str,
     file: String,
     line: usize,
-    /// `ticket_status` without `zone=` means every zone: nothing to resolve.
-    optional: bool,
 }
 
 /// The words of the directive being parsed, after its name, as strings. They
@@ -267,7 +265,6 @@ fn refer_to_zone(
     name: Option<&str>,
     target: *mut *mut TicketZone,
     directive: &'static str,
-    optional: bool,
 ) {
     let Some(main) = TicketModule::main_conf_mut(cf) else {
         return;
@@ -279,7 +276,6 @@ fn refer_to_zone(
         directive,
         file,
         line,
-        optional: optional && name.is_none(),
     });
 }
 
@@ -331,13 +327,7 @@ pub extern "C" fn ticket_counter(
         return NGX_CONF_ERROR;
     };
     let counter = loc.counter.insert(counter);
-    refer_to_zone(
-        cf_ref,
-        args.zone,
-        &mut counter.zone,
-        "ticket_counter",
-        false,
-    );
+    refer_to_zone(cf_ref, args.zone, &mut counter.zone, "ticket_counter");
     set_content_handler(cf_ref, Some(crate::handler::ticket_counter_handler));
     NGX_CONF_OK
 }
@@ -366,7 +356,7 @@ pub extern "C" fn ticket_status(
         format: args.format,
     });
     if args.zone.is_some() {
-        refer_to_zone(cf_ref, args.zone, &mut status.zone, "ticket_status", false);
+        refer_to_zone(cf_ref, args.zone, &mut status.zone, "ticket_status");
     }
     set_content_handler(cf_ref, Some(crate::handler::ticket_status_handler));
     NGX_CONF_OK
@@ -397,7 +387,7 @@ pub extern "C" fn ticket_variable(
     }
     // SAFETY: just allocated from the cycle's pool.
     let target = unsafe { &mut (*counter).zone };
-    refer_to_zone(cf_ref, args.zone, target, "ticket_variable", false);
+    refer_to_zone(cf_ref, args.zone, target, "ticket_variable");
     match crate::handler::add_ticket_variable(cf_ref, name, counter) {
         Ok(()) => NGX_CONF_OK,
         Err(()) => NGX_CONF_ERROR,
@@ -411,9 +401,6 @@ pub unsafe extern "C" fn resolve_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -
     let (cf_ref, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
     let pending = core::mem::take(&mut main.pending);
     for reference in &pending {
-        if reference.optional {
-            continue;
-        }
         let zone = match main.find(&reference.name) {
             Some(zone) => zone,
             None if reference.name == config::DEFAULT_ZONE_NAME => {

@@ -6,15 +6,13 @@
 use core::ptr;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_event_t, ngx_http_finalize_request, ngx_http_run_posted_requests,
-    ngx_msec_t, ngx_pcalloc, NGX_DONE,
-};
-use nginx_sys::{
-    ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_add_variable, ngx_http_arg,
-    ngx_http_complex_value, ngx_http_discard_request_body, ngx_http_output_filter,
-    ngx_http_request_t, ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t, ngx_list_push,
-    ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST, NGX_LOG_ERR, NGX_OK,
+    ngx_add_timer, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_event_t,
+    ngx_http_add_variable, ngx_http_arg, ngx_http_complex_value, ngx_http_discard_request_body,
+    ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_run_posted_requests, ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t,
+    ngx_list_push, ngx_msec_t, ngx_pcalloc, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
+    NGX_LOG_ERR, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::{ngx_log_debug, ngx_log_error};
