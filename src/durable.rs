@@ -13,6 +13,7 @@
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::Ordering;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -203,9 +204,7 @@ pub fn open(
         }
     }
     let owner = new_owner();
-    header
-        .owner
-        .store(owner, core::sync::atomic::Ordering::Relaxed);
+    header.owner.store(owner, Ordering::Relaxed);
     let seq = image.as_ref().map_or(0, |i| i.seq) + 1;
     let records = header.records(|view| view.reservation(durable.reserve));
     let marks: Vec<(u64, &Counter)> = records.iter().map(|(r, c)| (r.mark, *c)).collect();
@@ -222,7 +221,7 @@ pub fn open(
     if let Err(err) = written {
         return fail(&err);
     }
-    header.seq.store(seq, core::sync::atomic::Ordering::Relaxed);
+    header.seq.store(seq, Ordering::Relaxed);
     for (mark, counter) in marks {
         counter.raise_reserved(mark);
     }
@@ -232,12 +231,9 @@ pub fn open(
 /// Gives a zone reused or carried over on reload an owner if it had none
 /// (the zone became durable with this reload).
 pub fn adopt(header: &ZoneHeader) {
-    let _ = header.owner.compare_exchange(
-        0,
-        new_owner(),
-        core::sync::atomic::Ordering::Relaxed,
-        core::sync::atomic::Ordering::Relaxed,
-    );
+    let _ = header
+        .owner
+        .compare_exchange(0, new_owner(), Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// At a clean stop, in the master once every worker is gone: record the
@@ -248,7 +244,7 @@ pub fn close(zone: &TicketZone, cycle: &ngx_cycle_t) {
     let (Some(durable), Some(header)) = (zone.durable.as_ref(), zone.header()) else {
         return;
     };
-    let owner = header.owner.load(core::sync::atomic::Ordering::Relaxed);
+    let owner = header.owner.load(Ordering::Relaxed);
     let exact: Vec<Record> = header
         .records(|view| view.issued)
         .into_iter()
@@ -267,7 +263,7 @@ pub fn close(zone: &TicketZone, cycle: &ngx_cycle_t) {
             Update::Write(Image {
                 pid: master_pid(),
                 owner,
-                seq: header.seq.load(core::sync::atomic::Ordering::Relaxed) + 1,
+                seq: header.seq.load(Ordering::Relaxed) + 1,
                 records,
             })
         }
@@ -318,7 +314,6 @@ pub fn after_take(zone: &TicketZone, counter: &Counter, log: *mut ngx_log_t) {
 
 /// Starts a reservation write unless one is under way.
 pub fn request(zone: &TicketZone, durable: &Durable, log: *mut ngx_log_t) {
-    use core::sync::atomic::Ordering;
     let Some(header) = zone.header() else {
         return;
     };
@@ -397,7 +392,6 @@ fn post(zone: &TicketZone, durable: &Durable, header: &ZoneHeader, log: *mut ngx
 
 /// Runs in a thread-pool thread: writes the reservation to disk.
 unsafe extern "C" fn write_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
-    use core::sync::atomic::Ordering;
     // SAFETY: `data` is the Job posted with this task; the zone's shared
     // memory stays mapped while the worker runs.
     let (job, header) = unsafe {
@@ -430,7 +424,6 @@ unsafe extern "C" fn write_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
 
 /// Back in the worker's event loop: publish the new reservations.
 unsafe extern "C" fn written(ev: *mut ngx_event_t) {
-    use core::sync::atomic::Ordering;
     // SAFETY: `data` is our task; its ctx is the Job boxed in `post`.
     let (job, log) = unsafe {
         let task = (*ev).data.cast::<ngx_thread_task_t>();
