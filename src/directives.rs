@@ -1,111 +1,26 @@
 //! The directives: nginx configuration in, typed configuration out.
 //!
-//! Argument parsing and its error messages live in [`crate::config`]; this
-//! file only moves words out of `ngx_conf_t`, declares shared zones and wires
-//! handlers. Zone references (`zone=NAME`) are resolved at the end of the
-//! `http` block, so a zone may be declared after the location that uses it.
+//! Argument parsing and its error messages live in [`crate::core::config`];
+//! this file only moves words out of `ngx_conf_t`, declares shared zones and
+//! wires handlers. A `zone=NAME` adds the zone's shared memory with size 0,
+//! as limit_req does, so a zone may be declared after the location that uses
+//! it; the end of the `http` block checks every named zone was declared.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
-    ngx_http_complex_value_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, NGX_LOG_EMERG,
+    ngx_http_complex_value_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_LOG_EMERG,
 };
-use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{Pool, Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
-use crate::config::{self, ConfError, CounterArgs, Format, StatusFormat};
-use crate::durable::Durable;
+use crate::conf::{AdminConf, CounterConf, LocConf, MainConf, StatusConf, ZoneConf, UNSET_LEVEL};
+use crate::core::config::{self, ConfError, CounterArgs};
+use crate::core::table::KEY_MAX;
 use crate::module::{ngx_http_ticket_module, TicketModule};
-use crate::zone::ZoneHeader;
-
-/// One `ticket_zone` (or the default zone), owned by the cycle's pool.
-pub struct TicketZone {
-    pub name: String,
-    pub size: usize,
-    pub shm_zone: *mut ngx_shm_zone_t,
-    /// Set by the zone's init callback once the shared memory exists.
-    pub header: *const ZoneHeader,
-    /// The previous cycle's zone of this name, when a reload resized it.
-    pub carry_from: *const ZoneHeader,
-    /// `state=`: the zone's counters survive restarts in this file.
-    pub durable: Option<Durable>,
-    /// The cycle this zone belongs to (the global `ngx_cycle` is still the
-    /// previous one while zones are initialised).
-    pub cycle: *mut nginx_sys::ngx_cycle_t,
-}
-
-impl TicketZone {
-    pub fn header(&self) -> Option<&ZoneHeader> {
-        // SAFETY: set by the init callback to the zone's shared block, which
-        // lives as long as this cycle.
-        unsafe { self.header.as_ref() }
-    }
-}
-
-/// `ticket_counter`'s settings for one location.
-pub struct CounterConf {
-    pub zone: *mut TicketZone,
-    /// `key=`, compiled; null for the zone's default counter.
-    pub key: *mut ngx_http_complex_value_t,
-    pub start: u64,
-    pub max: Option<u64>,
-    pub batch: Option<u64>,
-    pub format: Format,
-    pub width: usize,
-}
-
-impl CounterConf {
-    pub fn zone(&self) -> Option<&TicketZone> {
-        // SAFETY: resolved at the end of the http block to a zone allocated
-        // from the cycle's pool.
-        unsafe { self.zone.as_ref() }
-    }
-}
-
-/// `ticket_status`'s settings for one location.
-pub struct StatusConf {
-    /// Null: every zone.
-    pub zone: *mut TicketZone,
-    pub format: StatusFormat,
-}
-
-#[derive(Default)]
-pub struct MainConf {
-    pub zones: Vec<*mut TicketZone>,
-    pending: Vec<ZoneRef>,
-}
-
-impl MainConf {
-    pub fn zones(&self) -> impl Iterator<Item = &TicketZone> {
-        // SAFETY: zones are allocated from the cycle's pool and never freed
-        // before the cycle.
-        self.zones.iter().filter_map(|z| unsafe { z.as_ref() })
-    }
-
-    fn find(&self, name: &str) -> Option<*mut TicketZone> {
-        self.zones()
-            .position(|z| z.name == name)
-            .map(|i| self.zones[i])
-    }
-}
-
-#[derive(Default)]
-pub struct LocConf {
-    pub counter: Option<CounterConf>,
-    pub status: Option<StatusConf>,
-}
-
-/// A `zone=NAME` waiting for the end of the http block.
-struct ZoneRef {
-    name: String,
-    target: *mut *mut TicketZone,
-    directive: &'static str,
-    file: String,
-    line: usize,
-}
 
 /// The words of the directive being parsed, after its name, as strings. They
 /// live in the configuration pool, not in `cf`, hence the free lifetime.
@@ -113,11 +28,12 @@ fn words<'a>(cf: &ngx_conf_t) -> Result<Vec<&'a str>, ConfError> {
     // SAFETY: nginx fills `cf.args` with the directive's words, as ngx_str_t
     // whose bytes are allocated from the cycle's pool.
     let args: &'a [ngx_str_t] = unsafe { (*cf.args).as_slice() };
+    let name = args.first().map(|w| w.to_string()).unwrap_or_default();
     args.iter()
         .skip(1)
         .map(|word| {
             word.to_str()
-                .map_err(|_| ConfError(format!("invalid value \"{word}\"")))
+                .map_err(|_| ConfError(format!("invalid value \"{word}\" in \"{name}\" directive")))
         })
         .collect()
 }
@@ -128,11 +44,11 @@ fn conf_error(cf: *mut ngx_conf_t, err: ConfError) -> *mut c_char {
 }
 
 /// Where the directive being parsed is, for errors reported later.
-fn position(cf: &ngx_conf_t) -> (String, usize) {
+fn position(cf: &ngx_conf_t) -> String {
     // SAFETY: `conf_file` is valid while a directive is being parsed.
     match unsafe { cf.conf_file.as_ref() } {
-        Some(file) => (file.file.name.to_string(), file.line),
-        None => (String::new(), 0),
+        Some(file) => format!("{}:{}", file.file.name, file.line),
+        None => String::new(),
     }
 }
 
@@ -141,29 +57,16 @@ fn pool(cf: &ngx_conf_t) -> Pool {
     unsafe { Pool::from_ngx_pool(cf.pool) }
 }
 
-/// Declares a zone: its shared memory and its init callback.
-fn declare_zone(
-    cf: &mut ngx_conf_t,
-    main: &mut MainConf,
-    name: ngx_str_t,
-    size: usize,
-    durable: Option<Durable>,
-) -> Result<*mut TicketZone, ()> {
-    let zone = pool(cf).allocate(TicketZone {
-        name: name.to_string(),
-        size,
-        shm_zone: ptr::null_mut(),
-        header: ptr::null(),
-        carry_from: ptr::null(),
-        durable,
-        cycle: cf.cycle,
-    });
-    if zone.is_null() {
+/// The zone named `name`: adds its shared memory (size 0 for a reference,
+/// as limit_req does) and, the first time, its configuration record.
+fn zone_entry(cf: &mut ngx_conf_t, name: &str, size: usize) -> Result<*mut ZoneConf, ()> {
+    // SAFETY: the name must outlive the configuration: copied to its pool.
+    let Some(mut shm_name) = (unsafe { ngx_str_t::from_bytes(cf.pool, name.as_bytes()) }) else {
         return Err(());
-    }
-    let mut shm_name = name;
+    };
     // SAFETY: `cf` is the configuration being parsed; the tag is our module,
-    // so nginx refuses the name if another module declared it.
+    // so nginx refuses the name if another module declared it, and a size
+    // that conflicts with an earlier declaration.
     let shm_zone = unsafe {
         ngx_shared_memory_add(
             cf,
@@ -176,23 +79,50 @@ fn declare_zone(
     let Some(shm) = (unsafe { shm_zone.as_mut() }) else {
         return Err(()); // nginx has logged why
     };
-    shm.init = Some(crate::shm::ticket_zone_init);
-    shm.data = zone.cast();
-    // SAFETY: just allocated above.
-    unsafe { (*zone).shm_zone = shm_zone };
-    main.zones.push(zone);
+    if shm.data.is_null() {
+        let zone = pool(cf).allocate(ZoneConf::new(name.to_string(), cf.cycle));
+        if zone.is_null() {
+            return Err(());
+        }
+        // SAFETY: just allocated from the cycle's pool.
+        unsafe { (*zone).shm_zone = shm_zone };
+        shm.init = Some(crate::zone_init::ticket_zone_init);
+        shm.data = zone.cast();
+        if let Some(main) = TicketModule::main_conf_mut(cf) {
+            main.zones.push(zone);
+        }
+    }
+    let zone = shm.data.cast::<ZoneConf>();
+    if size > 0 {
+        // SAFETY: `data` is always our ZoneConf (the tag matched).
+        unsafe { (*zone).size = size };
+    }
     Ok(zone)
 }
 
-/// `ticket_zone NAME:SIZE [state=PATH] [reserve=N];`
+/// `zone=NAME` (or the default zone) of a directive.
+fn refer_to_zone(
+    cf: &mut ngx_conf_t,
+    name: Option<&str>,
+    directive: &'static str,
+) -> Result<*mut ZoneConf, ()> {
+    let zone = zone_entry(cf, name.unwrap_or(config::DEFAULT_ZONE_NAME), 0)?;
+    // SAFETY: a zone record from the cycle's pool.
+    let record = unsafe { &mut *zone };
+    if record.first_use.is_none() {
+        record.first_use = Some((position(cf), directive));
+    }
+    Ok(zone)
+}
+
+/// `ticket_zone NAME:SIZE [state=PATH] [reserve=N] [idle=TIME];`
 pub extern "C" fn ticket_zone(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with a valid `cf` and, for
-    // NGX_HTTP_MAIN_CONF_OFFSET, this module's main conf.
-    let (cf_ref, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    // SAFETY: nginx calls directive handlers with a valid `cf`.
+    let cf_ref = unsafe { &mut *cf };
     let words = match words(cf_ref) {
         Ok(words) => words,
         Err(err) => return conf_error(cf, err),
@@ -201,7 +131,9 @@ pub extern "C" fn ticket_zone(
         Ok(args) => args,
         Err(err) => return conf_error(cf, err),
     };
-    if main.find(args.name).is_some() {
+    let declared = TicketModule::main_conf(cf_ref)
+        .is_some_and(|main| main.zones().any(|z| z.name == args.name && z.size > 0));
+    if declared {
         return conf_error(
             cf,
             ConfError(format!(
@@ -211,39 +143,37 @@ pub extern "C" fn ticket_zone(
         );
     }
     let durable = match args.state {
-        Some(path) => match Durable::configure(cf_ref, path, args.reserve) {
+        Some(path) => match crate::durable::configure(cf_ref, path, args.reserve) {
             Ok(durable) => Some(durable),
             Err(err) => return conf_error(cf, err),
         },
         None => None,
     };
-    // The name must outlive parsing: point into the pool-allocated word.
-    // SAFETY: word 1 exists (NGX_CONF_1MORE) and starts with the name.
-    let name = unsafe {
-        let word = (*cf_ref.args).as_slice::<ngx_str_t>()[1];
-        ngx_str_t {
-            len: args.name.len(),
-            data: word.data,
-        }
+    let Ok(zone) = zone_entry(cf_ref, args.name, args.size) else {
+        return NGX_CONF_ERROR;
     };
-    match declare_zone(cf_ref, main, name, args.size, durable) {
-        Ok(_) => NGX_CONF_OK,
-        Err(()) => NGX_CONF_ERROR,
-    }
+    // SAFETY: a zone record from the cycle's pool.
+    let zone = unsafe { &mut *zone };
+    zone.durable = durable;
+    zone.idle = args.idle;
+    NGX_CONF_OK
 }
 
-/// Compiles `key=VALUE` (which may hold variables).
-fn compile_key(cf: &mut ngx_conf_t, key: &str) -> Result<*mut ngx_http_complex_value_t, ()> {
-    let pool = pool(cf);
-    let cv = pool.calloc_type::<ngx_http_complex_value_t>();
+/// Compiles `key=VALUE` (which may hold variables); a key without variables
+/// is checked now.
+fn compile_key(
+    cf: &mut ngx_conf_t,
+    key: &str,
+    directive: &str,
+) -> Result<*mut ngx_http_complex_value_t, ConfError> {
+    let oom = || ConfError("out of memory".into());
+    let cv = pool(cf).calloc_type::<ngx_http_complex_value_t>();
     if cv.is_null() {
-        return Err(());
+        return Err(oom());
     }
     // Copy: the compiled value keeps pointers into its source text.
     // SAFETY: the pool outlives the configuration.
-    let Some(mut value) = (unsafe { ngx_str_t::from_bytes(cf.pool, key.as_bytes()) }) else {
-        return Err(());
-    };
+    let mut value = unsafe { ngx_str_t::from_bytes(cf.pool, key.as_bytes()) }.ok_or_else(oom)?;
     // SAFETY: an all-zero ngx_http_compile_complex_value_t is its documented
     // initial state; nginx fills `cv`.
     let rc = unsafe {
@@ -253,45 +183,42 @@ fn compile_key(cf: &mut ngx_conf_t, key: &str) -> Result<*mut ngx_http_complex_v
         ccv.complex_value = cv;
         ngx_http_compile_complex_value(&mut ccv)
     };
-    if rc != nginx_sys::NGX_OK as nginx_sys::ngx_int_t {
-        return Err(());
+    if rc != Status::NGX_OK.0 {
+        return Err(ConfError(format!(
+            "invalid value \"key={key}\" in \"{directive}\" directive"
+        )));
+    }
+    // SAFETY: compiled just above.
+    let fixed = unsafe { (*cv).lengths.is_null() };
+    if fixed && key.len() > KEY_MAX {
+        return Err(ConfError(format!(
+            "invalid value \"key={key}\" in \"{directive}\" directive, \
+             a key is at most {KEY_MAX} bytes"
+        )));
     }
     Ok(cv)
 }
 
-/// Queues `zone=NAME` (or the default zone) for resolution.
-fn refer_to_zone(
-    cf: &ngx_conf_t,
-    name: Option<&str>,
-    target: *mut *mut TicketZone,
+fn counter_conf(
+    cf: &mut ngx_conf_t,
+    args: &CounterArgs,
     directive: &'static str,
-) {
-    let Some(main) = TicketModule::main_conf_mut(cf) else {
-        return;
-    };
-    let (file, line) = position(cf);
-    main.pending.push(ZoneRef {
-        name: name.unwrap_or(config::DEFAULT_ZONE_NAME).to_string(),
-        target,
-        directive,
-        file,
-        line,
-    });
-}
-
-fn counter_conf(cf: &mut ngx_conf_t, args: &CounterArgs) -> Result<CounterConf, ()> {
+) -> Result<CounterConf, ConfError> {
     let key = match args.key {
-        Some(key) => compile_key(cf, key)?,
+        Some(key) => compile_key(cf, key, directive)?,
         None => ptr::null_mut(),
     };
+    let zone = refer_to_zone(cf, args.zone, directive)
+        .map_err(|()| ConfError(format!("invalid zone in \"{directive}\" directive")))?;
     Ok(CounterConf {
-        zone: ptr::null_mut(),
+        zone,
         key,
         start: args.start,
         max: args.max,
         batch: args.batch,
         format: args.format,
         width: args.width,
+        create: args.create,
     })
 }
 
@@ -302,33 +229,41 @@ fn set_content_handler(cf: &ngx_conf_t, handler: nginx_sys::ngx_http_handler_pt)
     }
 }
 
+/// The location conf and words of a content directive, or the error.
+fn content_directive<'a>(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+) -> Result<(&'a mut ngx_conf_t, &'a mut LocConf, Vec<&'a str>), *mut c_char> {
+    // SAFETY: nginx calls directive handlers with a valid `cf` and, for
+    // NGX_HTTP_LOC_CONF_OFFSET, this module's location conf.
+    let (cf_ref, loc) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    if loc.has_handler() {
+        return Err(c"is duplicate".as_ptr().cast_mut());
+    }
+    let words = words(cf_ref).map_err(|err| conf_error(cf, err))?;
+    Ok((cf_ref, loc, words))
+}
+
 /// `ticket_counter [zone=NAME] [key=VALUE] [start=N] [max=N] [batch=N]
-/// [format=text|json] [width=N];`
+/// [format=text|json] [width=N] [create=on|off];`
 pub extern "C" fn ticket_counter(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with a valid `cf` and, for
-    // NGX_HTTP_LOC_CONF_OFFSET, this module's location conf.
-    let (cf_ref, loc) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
-    if loc.counter.is_some() || loc.status.is_some() {
-        return c"is duplicate".as_ptr().cast_mut();
-    }
-    let words = match words(cf_ref) {
-        Ok(words) => words,
-        Err(err) => return conf_error(cf, err),
+    let (cf_ref, loc, words) = match content_directive(cf, conf) {
+        Ok(parts) => parts,
+        Err(rc) => return rc,
     };
     let args = match config::parse_counter_args(&words) {
         Ok(args) => args,
         Err(err) => return conf_error(cf, err),
     };
-    let Ok(counter) = counter_conf(cf_ref, &args) else {
-        return NGX_CONF_ERROR;
-    };
-    let counter = loc.counter.insert(counter);
-    refer_to_zone(cf_ref, args.zone, &mut counter.zone, "ticket_counter");
-    set_content_handler(cf_ref, Some(crate::handler::ticket_counter_handler));
+    match counter_conf(cf_ref, &args, "ticket_counter") {
+        Ok(counter) => loc.counter = Some(counter),
+        Err(err) => return conf_error(cf, err),
+    }
+    set_content_handler(cf_ref, Some(crate::http::counter::ticket_counter_handler));
     NGX_CONF_OK
 }
 
@@ -338,27 +273,67 @@ pub extern "C" fn ticket_status(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: as in `ticket_counter`.
-    let (cf_ref, loc) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
-    if loc.counter.is_some() || loc.status.is_some() {
-        return c"is duplicate".as_ptr().cast_mut();
-    }
-    let words = match words(cf_ref) {
-        Ok(words) => words,
-        Err(err) => return conf_error(cf, err),
+    let (cf_ref, loc, words) = match content_directive(cf, conf) {
+        Ok(parts) => parts,
+        Err(rc) => return rc,
     };
     let args = match config::parse_status_args(&words) {
         Ok(args) => args,
         Err(err) => return conf_error(cf, err),
     };
-    let status = loc.status.insert(StatusConf {
-        zone: ptr::null_mut(),
+    let zone = match args.zone {
+        Some(name) => match refer_to_zone(cf_ref, Some(name), "ticket_status") {
+            Ok(zone) => zone,
+            Err(()) => return NGX_CONF_ERROR,
+        },
+        None => ptr::null_mut(),
+    };
+    loc.status = Some(StatusConf {
+        zone,
         format: args.format,
     });
-    if args.zone.is_some() {
-        refer_to_zone(cf_ref, args.zone, &mut status.zone, "ticket_status");
+    set_content_handler(cf_ref, Some(crate::http::status::ticket_status_handler));
+    NGX_CONF_OK
+}
+
+/// `ticket_admin [zone=NAME];`
+pub extern "C" fn ticket_admin(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let (cf_ref, loc, words) = match content_directive(cf, conf) {
+        Ok(parts) => parts,
+        Err(rc) => return rc,
+    };
+    let zone = match config::parse_admin_args(&words) {
+        Ok(zone) => zone,
+        Err(err) => return conf_error(cf, err),
+    };
+    let Ok(zone) = refer_to_zone(cf_ref, zone, "ticket_admin") else {
+        return NGX_CONF_ERROR;
+    };
+    loc.admin = Some(AdminConf { zone });
+    set_content_handler(cf_ref, Some(crate::http::admin::ticket_admin_handler));
+    NGX_CONF_OK
+}
+
+/// `ticket_log_level info | notice | warn | error;`
+pub extern "C" fn ticket_log_level(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `ticket_counter`.
+    let (cf_ref, loc) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    if loc.log_level != UNSET_LEVEL {
+        return c"is duplicate".as_ptr().cast_mut();
     }
-    set_content_handler(cf_ref, Some(crate::handler::ticket_status_handler));
+    let level = match words(cf_ref).and_then(|w| config::parse_log_level(&w)) {
+        Ok(level) => level,
+        Err(err) => return conf_error(cf, err),
+    };
+    loc.log_level = level as ngx_uint_t;
     NGX_CONF_OK
 }
 
@@ -378,56 +353,68 @@ pub extern "C" fn ticket_variable(
         Ok(parsed) => parsed,
         Err(err) => return conf_error(cf, err),
     };
-    let Ok(counter) = counter_conf(cf_ref, &args) else {
-        return NGX_CONF_ERROR;
+    let counter = match counter_conf(cf_ref, &args, "ticket_variable") {
+        Ok(counter) => pool(cf_ref).allocate(counter),
+        Err(err) => return conf_error(cf, err),
     };
-    let counter = pool(cf_ref).allocate(counter);
     if counter.is_null() {
         return NGX_CONF_ERROR;
     }
-    // SAFETY: just allocated from the cycle's pool.
-    let target = unsafe { &mut (*counter).zone };
-    refer_to_zone(cf_ref, args.zone, target, "ticket_variable");
-    match crate::handler::add_ticket_variable(cf_ref, name, counter) {
+    match crate::http::variable::add_ticket_variable(cf_ref, name, counter) {
         Ok(()) => NGX_CONF_OK,
         Err(()) => NGX_CONF_ERROR,
     }
 }
 
-/// At the end of the http block: points every `zone=` at its zone, declaring
-/// the default zone if something uses it and the configuration did not.
-pub unsafe extern "C" fn resolve_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+/// At the end of the http block: sizes the default zone if something uses
+/// it and the configuration did not declare it, and refuses zones that were
+/// named but never declared, and two durable zones on one file.
+pub fn check_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes this module's main conf and a valid `cf`.
-    let (cf_ref, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
-    let pending = core::mem::take(&mut main.pending);
-    for reference in &pending {
-        let zone = match main.find(&reference.name) {
-            Some(zone) => zone,
-            None if reference.name == config::DEFAULT_ZONE_NAME => {
-                let name = ngx_str_t {
-                    len: config::DEFAULT_ZONE_NAME.len(),
-                    data: config::DEFAULT_ZONE_NAME.as_ptr().cast_mut(),
-                };
-                match declare_zone(cf_ref, main, name, config::DEFAULT_ZONE_SIZE, None) {
-                    Ok(zone) => zone,
-                    Err(()) => return NGX_CONF_ERROR,
-                }
-            }
-            None => {
-                ngx::ngx_log_error!(
-                    NGX_LOG_EMERG,
-                    cf_ref.log,
-                    "unknown zone \"{}\" in \"{}\" directive in {}:{}",
-                    reference.name,
-                    reference.directive,
-                    reference.file,
-                    reference.line
-                );
-                return NGX_CONF_ERROR;
-            }
+    let (cf_ref, main) = unsafe { (&mut *cf, &*conf.cast::<MainConf>()) };
+    let default_unsized = main
+        .zones()
+        .any(|z| z.name == config::DEFAULT_ZONE_NAME && z.size == 0);
+    if default_unsized
+        && zone_entry(cf_ref, config::DEFAULT_ZONE_NAME, config::DEFAULT_ZONE_SIZE).is_err()
+    {
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: as above; re-read after zone_entry may have pushed.
+    let main = unsafe { &*conf.cast::<MainConf>() };
+    let zones: Vec<&ZoneConf> = main.zones().collect();
+    for zone in &zones {
+        if zone.size == 0 {
+            let (place, directive) = zone.first_use.clone().unwrap_or_default();
+            ngx::ngx_log_error!(
+                NGX_LOG_EMERG,
+                cf_ref.log,
+                "unknown zone \"{}\" in \"{}\" directive in {}",
+                zone.name,
+                directive,
+                place
+            );
+            return NGX_CONF_ERROR;
+        }
+    }
+    for (i, zone) in zones.iter().enumerate() {
+        let Some(path) = zone.durable.as_ref().map(|d| &d.path) else {
+            continue;
         };
-        // SAFETY: `target` points into a conf allocated from the cycle's pool.
-        unsafe { *reference.target = zone };
+        if let Some(other) = zones[..i]
+            .iter()
+            .find(|z| z.durable.as_ref().is_some_and(|d| &d.path == path))
+        {
+            ngx::ngx_log_error!(
+                NGX_LOG_EMERG,
+                cf_ref.log,
+                "ticket zones \"{}\" and \"{}\" use the same state file \"{}\"",
+                other.name,
+                zone.name,
+                path.display()
+            );
+            return NGX_CONF_ERROR;
+        }
     }
     NGX_CONF_OK
 }

@@ -1,428 +1,553 @@
-//! Durable zones: keeping the state file ahead of the tickets handed out.
+//! Durable zones: keeping the state log ahead of the tickets handed out.
 //!
-//! - At start the master restores the counters from the file and writes
-//!   reservations `reserve` tickets ahead, before any worker runs.
-//! - A worker whose counter runs below half its reservation asks for a new
-//!   one; one worker at a time writes it, in nginx's thread pool, so no event
-//!   loop ever waits for the disk. A request that finds its reservation used
-//!   up waits (parked on a timer, see the handler) instead of going ahead.
-//! - At a clean stop the master writes the exact counts.
+//! - At start the master restores the counters from the log and reserves a
+//!   block for each, before any worker runs; the restore reads under the
+//!   directory lock.
+//! - A worker whose counter runs low (or whose request waits) plans the
+//!   next blocks and appends them in nginx's thread pool, so no event loop
+//!   waits for the disk; several counters share one append and one fsync.
+//!   Back in the event loop it installs the blocks and wakes its waiting
+//!   requests. Each worker has its own writer: waiting requests are woken
+//!   by their own worker's write, never polled.
+//! - At a clean stop the master gives back what was reserved and not
+//!   issued, where nobody reserved past it.
 //!
-//! The file format and its atomic replacement live in [`crate::state`].
+//! The planning is [`crate::core::reserve`]; the log and its directory are
+//! [`crate::core::state`].
 
-use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::Ordering;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nginx_sys::{
-    ngx_conf_full_name, ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_cycle_t, ngx_event_t,
-    ngx_log_t, ngx_str_t, ngx_thread_pool_add, ngx_thread_pool_t, ngx_thread_task_alloc,
-    ngx_thread_task_post, ngx_thread_task_t, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_log_t, ngx_str_t,
+    ngx_thread_pool_add, ngx_thread_task_alloc, ngx_thread_task_post, ngx_thread_task_t,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
+use ngx::core::Status;
 use ngx::ngx_log_error;
 
-use crate::config::ConfError;
-use crate::counter::Counter;
-use crate::directives::TicketZone;
-use crate::shm::is_alive;
-use crate::state::{self, Image, Record, Update};
-use crate::zone::ZoneHeader;
+use crate::conf::{DurableConf, ZoneConf, ZoneMemory};
+use crate::core::config::ConfError;
+use crate::core::counter::{Counter, FLAG_LOGGED};
+use crate::core::reserve::{self, Block, CounterState, Policy};
+use crate::core::state::{Access, Compaction, Index, Record, StateError, StateLog};
+use crate::core::table::{Lookup, SharedZone, ZoneLock};
+use crate::wait::{WaitList, Wake};
 
 /// After a failed write, wait this long before the next attempt.
-const RETRY_AFTER_MSEC: u64 = 1000;
+const RETRY_AFTER_MSEC: nginx_sys::ngx_msec_t = 1000;
 
-/// `state=PATH reserve=N` of one zone.
-pub struct Durable {
-    pub path: PathBuf,
-    pub reserve: u64,
-    pool: *mut ngx_thread_pool_t,
-    /// This process's thread task, allocated on first use.
-    task: Cell<*mut ngx_thread_task_t>,
-}
-
-impl Durable {
-    /// Resolves the path against nginx's prefix and joins the thread pool.
-    pub fn configure(cf: &mut ngx_conf_t, path: &str, reserve: u64) -> Result<Durable, ConfError> {
-        // SAFETY: `cf.pool` outlives the configuration; nginx rewrites `name`
-        // to a full path allocated from the cycle's pool.
-        let full = unsafe {
-            let mut name = ngx_str_t::from_bytes(cf.pool, path.as_bytes())
-                .ok_or_else(|| ConfError("out of memory".into()))?;
-            if ngx_conf_full_name(cf.cycle, &mut name, 0) != NGX_OK as nginx_sys::ngx_int_t {
-                return Err(ConfError(format!(
-                    "invalid state file \"{path}\" in \"ticket_zone\" directive"
-                )));
-            }
-            PathBuf::from(OsStr::from_bytes(name.as_bytes()))
-        };
-        if full.file_name().is_none() {
-            return Err(ConfError(format!(
-                "invalid state file \"{path}\" in \"ticket_zone\" directive"
-            )));
-        }
-        // SAFETY: a NULL name asks for the "default" pool, created if needed.
-        let pool = unsafe { ngx_thread_pool_add(cf, ptr::null_mut()) };
-        if pool.is_null() {
-            return Err(ConfError(
-                "could not add a thread pool for \"state=\"".into(),
-            ));
-        }
-        Ok(Durable {
-            path: full,
-            reserve,
-            pool,
-            task: Cell::new(ptr::null_mut()),
-        })
-    }
-
-    fn low_water(&self) -> u64 {
-        (self.reserve / 2).max(1)
-    }
-}
-
-/// nginx's cached clock, in milliseconds.
-pub fn now_msec() -> u64 {
-    // SAFETY: reading the clock global nginx updates in each event loop turn.
-    unsafe { nginx_sys::ngx_current_msec as u64 }
-}
-
-fn new_owner() -> u64 {
-    // Any non-zero value unlikely to repeat: random bits, time and pid.
-    let mut seed = crate::shm::zone_seed();
-    seed[0] ^= (nginx_sys::ngx_time() as u64) << 20 ^ std::process::id() as u64;
-    seed[0].max(1)
-}
-
-fn own_pid() -> u32 {
-    // SAFETY: reading nginx's pid global.
-    unsafe { nginx_sys::ngx_pid as u32 }
-}
-
-/// The master process of this nginx, as recorded in the state file.
-fn master_pid() -> u32 {
-    // SAFETY: reading nginx's process-role global.
-    if unsafe { nginx_sys::ngx_process } == nginx_sys::NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t {
-        std::os::unix::process::parent_id()
-    } else {
-        own_pid()
-    }
-}
-
-/// The user the worker processes run as.
-fn worker_user(cycle: &ngx_cycle_t) -> (u32, u32) {
-    // SAFETY: the core module's conf exists once the configuration is parsed.
-    let ccf = unsafe {
-        (*cycle.conf_ctx.add(ngx_core_module.index))
-            .cast::<ngx_core_conf_t>()
-            .as_ref()
+/// `state=PATH reserve=N`: resolves the path against nginx's prefix and
+/// joins the "default" thread pool.
+pub fn configure(cf: &mut ngx_conf_t, path: &str, reserve: u64) -> Result<DurableConf, ConfError> {
+    let invalid = || {
+        ConfError(format!(
+            "invalid state file \"{path}\" in \"ticket_zone\" directive"
+        ))
     };
-    match ccf {
-        Some(ccf) if ccf.user != u32::MAX => (ccf.user, ccf.group),
-        // No `user`: workers run as the master's user.
-        // SAFETY: plain libc calls without arguments.
-        _ => unsafe { (nginx_sys::geteuid(), nginx_sys::getegid()) },
+    // SAFETY: `cf.pool` outlives the configuration; nginx rewrites `name`
+    // to a full path allocated from the cycle's pool.
+    let full = unsafe {
+        let mut name = ngx_str_t::from_bytes(cf.pool, path.as_bytes())
+            .ok_or_else(|| ConfError("out of memory".into()))?;
+        if ngx_conf_full_name(cf.cycle, &mut name, 0) != Status::NGX_OK.0 {
+            return Err(invalid());
+        }
+        PathBuf::from(OsStr::from_bytes(name.as_bytes()))
+    };
+    if full.file_name().is_none() {
+        return Err(invalid());
     }
+    // SAFETY: a NULL name asks for the "default" pool, created if needed.
+    let thread_pool = unsafe { ngx_thread_pool_add(cf, ptr::null_mut()) };
+    if thread_pool.is_null() {
+        return Err(ConfError(
+            "could not add a thread pool for \"state=\"".into(),
+        ));
+    }
+    Ok(DurableConf {
+        path: full,
+        reserve,
+        thread_pool,
+    })
 }
 
-/// Who should own the files the master writes: the worker user, when the
+fn access(cycle: &ngx_cycle_t) -> Access {
+    let (uid, gids) = crate::process::worker_user(cycle);
+    Access { uid, gids }
+}
+
+/// Who should own files the master writes: the worker user, when the
 /// master runs as root and the workers do not.
 fn file_owner(cycle: &ngx_cycle_t) -> Option<(u32, u32)> {
-    let (uid, gid) = worker_user(cycle);
-    // SAFETY: a plain libc call without arguments.
-    (unsafe { nginx_sys::geteuid() } == 0 && uid != 0).then_some((uid, gid))
+    let (uid, gids) = crate::process::worker_user(cycle);
+    let gid = gids.first().copied().unwrap_or(0);
+    (crate::process::is_root() && uid != 0).then_some((uid, gid))
 }
 
-/// Whether the worker user can replace files in the state file's directory.
-fn check_writable(cycle: &ngx_cycle_t, durable: &Durable) -> Result<(), String> {
-    let (uid, gid) = worker_user(cycle);
-    match state::dir_writable_by(&durable.path, uid, gid) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("its directory is not writable by the worker processes' user".into()),
-        Err(err) => Err(format!("its directory is unusable: {err}")),
+fn policy(durable: &DurableConf, shared: &SharedZone<'_>) -> Policy {
+    Policy {
+        instance: shared.instance(),
+        reserve: durable.reserve,
+        low_water: durable.low_water(),
     }
 }
 
-/// Opens a durable zone in the master: restores its counters from the file
-/// and reserves ahead. In `nginx -t` it only checks the file and directory.
-pub fn open(
-    zone: &TicketZone,
-    header: &ZoneHeader,
-    cycle: &ngx_cycle_t,
-    log: *mut ngx_log_t,
-) -> bool {
-    let Some(durable) = zone.durable.as_ref() else {
-        return true;
+/// The zone's counters as the planner sees it; `needs` are counts waiting
+/// requests want at once. With `low_water`, only the counters that may need
+/// a block (a zone of 100,000 keys is scanned, not copied, per write).
+fn snapshot(
+    shared: &SharedZone<'_>,
+    needs: &[(Option<Vec<u8>>, u64)],
+    low_water: Option<u64>,
+) -> Vec<CounterState> {
+    let need = |key: Option<&[u8]>| {
+        needs
+            .iter()
+            .filter(|(k, _)| k.as_deref() == key)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
     };
-    let path = durable.path.display();
-    let fail = |why: &dyn core::fmt::Display| {
-        ngx_log_error!(
-            NGX_LOG_EMERG,
-            log,
-            "ticket zone \"{}\": state file \"{path}\": {why}",
-            zone.name
-        );
-        false
+    let wanted = |counter: &Counter, need: u64| {
+        let Some(low) = low_water else {
+            return true;
+        };
+        let view = counter.view();
+        view.pending.is_none_or(|(lo, hi)| hi - lo < need.max(1))
+            && (view.flags & FLAG_LOGGED == 0
+                || view.reserved < view.issued.saturating_add(low)
+                || view.issued.saturating_add(need) > view.reserved)
     };
-    if let Err(why) = check_writable(cycle, durable) {
-        return fail(&why);
+    let mut counters = Vec::new();
+    let default = shared.default_counter();
+    if wanted(default, need(None)) {
+        counters.push(CounterState {
+            key: None,
+            view: default.view(),
+            need: need(None),
+        });
     }
-    let image = match state::load(&durable.path) {
-        Ok(image) => image,
-        Err(err) => return fail(&err),
-    };
-    // SAFETY: reading nginx's -t flag.
-    if unsafe { nginx_sys::ngx_test_config } != 0 {
-        return true;
-    }
-    match &image {
-        Some(image) => {
-            let dropped = header.restore(&image.records);
-            if dropped > 0 {
-                return fail(&format!(
-                    "holds more keys than the zone fits ({dropped} left over)"
-                ));
-            }
-            ngx_log_error!(
-                NGX_LOG_NOTICE,
-                log,
-                "ticket zone \"{}\": {} counters restored from \"{path}\"",
-                zone.name,
-                image.records.len()
-            );
-        }
-        None => {
-            ngx_log_error!(
-                NGX_LOG_NOTICE,
-                log,
-                "ticket zone \"{}\": state file \"{path}\" not found, counters start fresh",
-                zone.name
-            );
+    for (key, found) in shared.keys() {
+        let need = need(Some(key.as_bytes()));
+        if wanted(found.counter, need) {
+            counters.push(CounterState {
+                key: Some(key.as_bytes().to_vec()),
+                view: found.counter.view(),
+                need,
+            });
         }
     }
-    let owner = new_owner();
-    header.owner.store(owner, Ordering::Relaxed);
-    let seq = image.as_ref().map_or(0, |i| i.seq) + 1;
-    let records = header.records(|view| view.reservation(durable.reserve));
-    let marks: Vec<(u64, &Counter)> = records.iter().map(|(r, c)| (r.mark, *c)).collect();
-    let ours: Vec<Record> = records.into_iter().map(|(r, _)| r).collect();
-    let written = state::update(&durable.path, file_owner(cycle), |old| {
-        let on_disk = old.map(|i| i.records).unwrap_or_default();
-        Update::Write(Image {
-            pid: master_pid(),
-            owner,
-            seq,
-            records: state::merge_up(&on_disk, ours),
-        })
-    });
-    if let Err(err) = written {
-        return fail(&err);
-    }
-    header.seq.store(seq, Ordering::Relaxed);
-    for (mark, counter) in marks {
-        counter.raise_reserved(mark);
-    }
-    true
+    counters
 }
 
-/// Gives a zone reused or carried over on reload an owner if it had none
-/// (the zone became durable with this reload).
-pub fn adopt(header: &ZoneHeader) {
-    let _ = header
-        .owner
-        .compare_exchange(0, new_owner(), Ordering::Relaxed, Ordering::Relaxed);
+/// Whether `key` is a live counter of the zone.
+fn is_live(shared: &SharedZone<'_>, key: &[u8]) -> bool {
+    matches!(shared.find(key), Lookup::Found(_))
 }
 
-/// At a clean stop, in the master once every worker is gone: record the
-/// exact counts, so counting resumes with no gap. Leaves a file that another
-/// nginx (a binary upgrade's new master) has taken over.
-pub fn close(zone: &TicketZone, cycle: &ngx_cycle_t) {
-    let log = cycle.log;
-    let (Some(durable), Some(header)) = (zone.durable.as_ref(), zone.header()) else {
-        return;
+/// The counter a block is for, if it is still in the same life.
+fn counter_of<'z>(shared: &SharedZone<'z>, block: &Block) -> Option<&'z Counter> {
+    let counter = match &block.key {
+        None => shared.default_counter(),
+        Some(key) => match shared.find(key) {
+            Lookup::Found(found) if found.gen == block.gen => found.counter,
+            _ => return None,
+        },
     };
-    let owner = header.owner.load(Ordering::Relaxed);
-    let exact: Vec<Record> = header
-        .records(|view| view.issued)
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
-    let written = state::update(&durable.path, file_owner(cycle), |old| match old {
-        Some(old) if old.owner != owner => Update::Leave,
-        old => {
-            // keep records of counters this zone does not know
-            let mut records = exact;
-            for record in old.map(|i| i.records).unwrap_or_default() {
-                if !records.iter().any(|r| r.key == record.key) {
-                    records.push(record);
+    (counter.gen() == block.gen).then_some(counter)
+}
+
+/// Lets the counters use blocks that are on disk now.
+fn install(shared: &SharedZone<'_>, lock: &ZoneMemory, blocks: &[Block]) {
+    for block in blocks {
+        if let Some(counter) = counter_of(shared, block) {
+            lock.lock();
+            counter.add_block(block.lo, block.hi);
+            lock.unlock();
+            counter.add_flags(FLAG_LOGGED);
+        }
+    }
+}
+
+/// Makes the zone's counters continue past the log's marks: each counter
+/// the log knows and this instance did not write is raised to its mark
+/// (created if new here). Returns how many counters the log holds.
+fn restore(shared: &SharedZone<'_>, lock: &ZoneMemory, index: &Index) -> Result<usize, String> {
+    let instance = shared.instance();
+    let now = crate::process::unix_now();
+    // What a counter issued is covered, trivially: blocks continue from it.
+    shared.default_counter().cover_issued();
+    for (_, found) in shared.keys() {
+        found.counter.cover_issued();
+    }
+    let mut counters = 0;
+    for (key, entry) in index.iter() {
+        counters += 1;
+        if entry.instance == instance {
+            continue; // our own: the zone already counts past it
+        }
+        let counter = match key {
+            None => shared.default_counter(),
+            Some(key) => {
+                let start = entry.start.unwrap_or(1);
+                let used = if entry.used == 0 { now } else { entry.used };
+                match shared.find_or_create(key, start, used, lock) {
+                    Ok(found) => found.counter,
+                    Err(_) => {
+                        return Err(format!(
+                            "holds more keys than the zone fits ({})",
+                            shared.capacity()
+                        ))
+                    }
                 }
             }
-            Update::Write(Image {
-                pid: master_pid(),
-                owner,
-                seq: header.seq.load(Ordering::Relaxed) + 1,
-                records,
-            })
+        };
+        let view = counter.view();
+        if view.start.is_none() && view.issued == 0 {
+            let used = if entry.used == 0 { now } else { entry.used };
+            counter.resume(entry.start, entry.mark, entry.mark, used);
+        } else {
+            counter.raise_issued(entry.mark);
+            counter.cover_issued();
         }
-    });
-    match written {
-        Ok(true) => {}
-        Ok(false) => {
-            ngx_log_error!(
-                NGX_LOG_NOTICE,
-                log,
-                "ticket zone \"{}\": state file \"{}\" belongs to another nginx now, left as is",
-                zone.name,
-                durable.path.display()
-            );
+        counter.add_flags(FLAG_LOGGED);
+    }
+    Ok(counters)
+}
+
+/// Reads the log under its lock, continues the zone's counters past it,
+/// reserves a block for every counter and writes them (as the master: a
+/// rewrite into a file of its own).
+fn load_and_reserve(
+    zone: &ZoneConf,
+    durable: &DurableConf,
+    cycle: &ngx_cycle_t,
+    log: *mut ngx_log_t,
+) -> Result<(), String> {
+    let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) else {
+        return Err("zone not ready".into());
+    };
+    let access = access(cycle);
+    let max_keys = shared.capacity() as usize;
+    let text = |err: StateError| err.to_string();
+    if crate::process::testing_config() {
+        let mut state = StateLog::open_read_only(&durable.path, &access, max_keys).map_err(text)?;
+        state.session().map_err(text)?;
+        return Ok(());
+    }
+    let mut state = StateLog::open(&durable.path, &access, max_keys).map_err(text)?;
+    let mut session = state.session().map_err(text)?;
+    let existed = session.exists();
+    let restored = restore(&shared, lock, session.index())?;
+    let _ = session.remove_stale_temps();
+    let plan = reserve::reserve_all(
+        session.index(),
+        &policy(durable, &shared),
+        &snapshot(&shared, &[], None),
+    );
+    session
+        .rewrite(&plan.records, file_owner(cycle))
+        .map_err(text)?;
+    drop(session);
+    install(&shared, lock, &plan.blocks);
+    let path = durable.path.display();
+    if existed {
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "ticket zone \"{}\": {restored} counters restored from \"{path}\"",
+            zone.name
+        );
+    } else {
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "ticket zone \"{}\": state file \"{path}\" not found, counters start fresh",
+            zone.name
+        );
+    }
+    Ok(())
+}
+
+/// A zone new to this master: restores its counters from the state log.
+/// In `nginx -t` it only checks the directory and the file.
+pub fn open(zone: &ZoneConf, log: *mut ngx_log_t) -> Result<(), ()> {
+    let Some(durable) = zone.durable.as_ref() else {
+        return Ok(());
+    };
+    // SAFETY: the cycle being initialised, recorded when it was parsed.
+    let cycle = unsafe { &*zone.cycle };
+    load_and_reserve(zone, durable, cycle, log).map_err(|why| {
+        ngx_log_error!(NGX_LOG_EMERG, log, "ticket zone \"{}\": {why}", zone.name);
+    })
+}
+
+/// A zone kept across a reload (same memory, or carried over) that became
+/// durable, or whose state file changed: its counters continue past the
+/// file's marks. `before`: the file it used until now.
+pub fn adopt(zone: &ZoneConf, before: Option<&Path>, log: *mut ngx_log_t) -> Result<(), ()> {
+    let Some(durable) = zone.durable.as_ref() else {
+        return Ok(());
+    };
+    if before == Some(durable.path.as_path()) {
+        return Ok(());
+    }
+    open(zone, log)
+}
+
+/// At a clean stop, in the master once every worker is gone (or in the
+/// single process): give back what was reserved and not issued.
+pub fn close(zone: &ZoneConf, cycle: &ngx_cycle_t) {
+    let log = cycle.log;
+    let (Some(durable), Some(shared)) = (zone.durable.as_ref(), zone.shared()) else {
+        return;
+    };
+    let written = (|| -> Result<usize, StateError> {
+        let mut state = StateLog::open(&durable.path, &access(cycle), shared.capacity() as usize)?;
+        let mut session = state.session()?;
+        let records = reserve::give_back(
+            session.index(),
+            &policy(durable, &shared),
+            &snapshot(&shared, &[], None),
+        );
+        if !records.is_empty() {
+            session.rewrite(&records, file_owner(cycle))?;
         }
-        Err(err) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "ticket zone \"{}\": could not write state file \"{}\" at exit: {err}",
-                zone.name,
-                durable.path.display()
-            );
-        }
+        Ok(records.len())
+    })();
+    if let Err(err) = written {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "ticket zone \"{}\": could not give back reserved tickets at exit: {err}",
+            zone.name
+        );
     }
 }
 
-/// A reservation being written by the thread pool.
-struct Job {
-    path: PathBuf,
-    zone_name: String,
-    header: *const ZoneHeader,
-    reserve: u64,
-    /// Filled in by the thread: the marks written, or why not.
-    marks: Vec<(u64, *const Counter)>,
-    result: Result<bool, String>,
+/// One zone's writer in one worker.
+struct Writer {
+    zone: *const ZoneConf,
+    /// The log and what this worker knows of it; with the job while one runs.
+    state: Option<Box<StateLog>>,
+    task: *mut ngx_thread_task_t,
+    in_flight: bool,
+    /// Another write was asked for while one ran.
+    again: bool,
+    /// After a failure: the timer of the next attempt.
+    retry: Box<ngx_event_t>,
+    waiters: Box<WaitList>,
+    /// Counts waiting requests want at once, and keys to retire.
+    needs: Vec<(Option<Vec<u8>>, u64)>,
+    retires: Vec<Vec<u8>>,
 }
 
-/// After a ticket was taken from a durable zone: extend the reservation in
-/// the background when it runs low.
-pub fn after_take(zone: &TicketZone, counter: &Counter, log: *mut ngx_log_t) {
+/// A write running in the thread pool.
+struct Job {
+    zone: *const ZoneConf,
+    state: Option<Box<StateLog>>,
+    needs: Vec<(Option<Vec<u8>>, u64)>,
+    retires: Vec<Vec<u8>>,
+    access: Access,
+    /// Filled in by the thread.
+    blocks: Vec<Block>,
+    result: Result<(), String>,
+    compaction: Option<String>,
+}
+
+static mut WRITERS: Vec<Writer> = Vec::new();
+
+/// This worker's writer for `zone`, made on first use.
+fn writer(zone: &ZoneConf) -> Option<&'static mut Writer> {
+    zone.durable.as_ref()?;
+    // SAFETY: per-process, touched only on the worker's event-loop thread
+    // (the thread pool only sees a Job).
+    let writers = unsafe { &mut *ptr::addr_of_mut!(WRITERS) };
+    let id = ptr::from_ref(zone);
+    if let Some(i) = writers.iter().position(|w| ptr::eq(w.zone, id)) {
+        return writers.get_mut(i);
+    }
+    // SAFETY: a zeroed event is idle; its handler and data are set here.
+    let mut retry: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+    retry.handler = Some(retry_write);
+    retry.data = id.cast_mut().cast();
+    // SAFETY: the running cycle's log, alive while the worker runs.
+    retry.log = unsafe { (*nginx_sys::ngx_cycle).log };
+    retry.set_cancelable(1);
+    writers.push(Writer {
+        zone: id,
+        state: None,
+        task: ptr::null_mut(),
+        in_flight: false,
+        again: false,
+        retry,
+        waiters: WaitList::new(),
+        needs: Vec::new(),
+        retires: Vec::new(),
+    });
+    writers.last_mut()
+}
+
+/// The list a request waiting for `zone`'s next reservation parks on.
+pub fn waiters(zone: &ZoneConf) -> Option<&'static mut WaitList> {
+    writer(zone).map(|w| &mut *w.waiters)
+}
+
+/// After a ticket was taken from a durable zone: extend ahead, before
+/// requests have to wait.
+pub fn after_take(zone: &ZoneConf, counter: &Counter) {
     if let Some(durable) = zone.durable.as_ref() {
         if counter.running_low(durable.low_water()) {
-            request(zone, durable, log);
+            schedule(zone);
         }
     }
 }
 
-/// Starts a reservation write unless one is under way.
-pub fn request(zone: &TicketZone, durable: &Durable, log: *mut ngx_log_t) {
-    let Some(header) = zone.header() else {
+/// A waiting request needs `count` counts of `key` at once.
+pub fn need(zone: &ZoneConf, key: Option<&[u8]>, count: u64) {
+    if let Some(writer) = writer(zone) {
+        if count > 1 {
+            writer.needs.push((key.map(<[u8]>::to_vec), count));
+        }
+    }
+    schedule(zone);
+}
+
+/// `key` was retired here (idle, or deleted): record it in the file.
+pub fn retire(zone: &ZoneConf, key: &[u8]) {
+    if let Some(writer) = writer(zone) {
+        writer.retires.push(key.to_vec());
+    }
+    schedule(zone);
+}
+
+/// Starts a write unless one runs (then another follows it).
+pub fn schedule(zone: &ZoneConf) {
+    let Some(writer) = writer(zone) else {
         return;
     };
-    let now = now_msec();
-    if header.retry_at.load(Ordering::Relaxed) > now {
+    if writer.in_flight {
+        writer.again = true;
         return;
     }
-    let me = own_pid() as u64;
-    let writer = header.writer.load(Ordering::Acquire);
-    let claimed = if writer == 0 {
-        header
-            .writer
-            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    } else if writer != me && !is_alive(writer as u32) {
-        // its writer died mid-way: the lock on the file died with it
-        header
-            .writer
-            .compare_exchange(writer, me, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    } else {
-        false
-    };
-    if !claimed {
-        return;
+    if writer.retry.timer_set() != 0 {
+        return; // the last write failed: the retry timer starts the next
     }
-    if !post(zone, durable, header, log) {
-        header
-            .retry_at
-            .store(now + RETRY_AFTER_MSEC, Ordering::Relaxed);
-        header.writer.store(0, Ordering::Release);
+    post(writer, zone);
+}
+
+unsafe extern "C" fn retry_write(ev: *mut ngx_event_t) {
+    // SAFETY: `data` is the zone this timer belongs to (cycle pool).
+    let zone = unsafe { &*(*ev).data.cast::<ZoneConf>() };
+    if let Some(writer) = writer(zone) {
+        if !writer.in_flight && (!writer.waiters.is_empty() || !writer.needs.is_empty()) {
+            post(writer, zone);
+        }
     }
 }
 
-fn post(zone: &TicketZone, durable: &Durable, header: &ZoneHeader, log: *mut ngx_log_t) -> bool {
-    let mut task = durable.task.get();
-    if task.is_null() {
+fn post(writer: &mut Writer, zone: &ZoneConf) {
+    let Some(durable) = zone.durable.as_ref() else {
+        return;
+    };
+    // SAFETY: the running cycle, alive while the worker runs.
+    let cycle = unsafe { &*nginx_sys::ngx_cycle };
+    if writer.task.is_null() {
         // SAFETY: allocated once per worker from the cycle's pool, which
         // outlives every task posted during the cycle.
-        task = unsafe { ngx_thread_task_alloc((*nginx_sys::ngx_cycle).pool, 0) };
-        if task.is_null() {
-            return false;
+        writer.task = unsafe { ngx_thread_task_alloc(cycle.pool, 0) };
+        if writer.task.is_null() {
+            return;
         }
-        durable.task.set(task);
     }
     let job = Box::new(Job {
-        path: durable.path.clone(),
-        zone_name: zone.name.clone(),
-        header,
-        reserve: durable.reserve,
-        marks: Vec::new(),
-        result: Ok(false),
+        zone: writer.zone,
+        state: writer.state.take(),
+        needs: core::mem::take(&mut writer.needs),
+        retires: core::mem::take(&mut writer.retires),
+        access: access(cycle),
+        blocks: Vec::new(),
+        result: Ok(()),
+        compaction: None,
     });
-    // SAFETY: the task is idle (this process holds the zone's writer flag,
-    // released only by `written`); nginx runs `write_in_thread` in a pool
-    // thread, then `written` in this worker's event loop.
+    let task = writer.task;
+    // SAFETY: the task is idle (`in_flight` is false); nginx runs
+    // `write_in_thread` in a pool thread, then `written` in this worker's
+    // event loop.
     unsafe {
         (*task).ctx = Box::into_raw(job).cast();
         (*task).handler = Some(write_in_thread);
         (*task).event.handler = Some(written);
         (*task).event.data = task.cast();
-        (*task).event.log = log;
-        if ngx_thread_task_post(durable.pool, task) != NGX_OK as nginx_sys::ngx_int_t {
-            drop(Box::from_raw((*task).ctx.cast::<Job>()));
+        (*task).event.log = cycle.log;
+        if ngx_thread_task_post(durable.thread_pool, task) != Status::NGX_OK.0 {
+            let job = Box::from_raw((*task).ctx.cast::<Job>());
+            (*task).ctx = ptr::null_mut();
+            writer.state = job.state;
             ngx_log_error!(
                 NGX_LOG_ERR,
-                log,
+                cycle.log,
                 "ticket zone \"{}\": could not post the state file write",
                 zone.name
             );
-            return false;
+            nginx_sys::ngx_add_timer(&mut *writer.retry, RETRY_AFTER_MSEC);
+            return;
         }
     }
-    true
+    writer.in_flight = true;
+    writer.again = false;
 }
 
-/// Runs in a thread-pool thread: writes the reservation to disk.
+/// Runs in a thread-pool thread: plans and appends the reservations.
 unsafe extern "C" fn write_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
-    // SAFETY: `data` is the Job posted with this task; the zone's shared
-    // memory stays mapped while the worker runs.
-    let (job, header) = unsafe {
+    // SAFETY: `data` is the Job posted with this task; the zone (cycle pool)
+    // and its shared memory outlive the worker's tasks.
+    let (job, zone) = unsafe {
         let job = &mut *data.cast::<Job>();
-        let header = &*job.header;
-        (job, header)
+        let zone = &*job.zone;
+        (job, zone)
     };
-    let owner = header.owner.load(Ordering::Relaxed);
-    let reserve = job.reserve;
-    let records = header.records(|view| view.reservation(reserve));
-    job.marks = records
-        .iter()
-        .map(|(r, c)| (r.mark, *c as *const Counter))
-        .collect();
-    let ours: Vec<Record> = records.into_iter().map(|(r, _)| r).collect();
-    let seq = header.seq.load(Ordering::Relaxed) + 1;
-    let result = state::update(&job.path, None, |old| match old {
-        // Another nginx took the file over (binary upgrade) and still runs:
-        // extending our reservations would hand out its tickets.
-        Some(old) if old.owner != owner && is_alive(old.pid) => Update::Leave,
-        old => Update::Write(Image {
-            pid: master_pid(),
-            owner,
-            seq,
-            records: state::merge_up(&old.map(|i| i.records).unwrap_or_default(), ours),
-        }),
-    });
-    job.result = result.map_err(|err| err.to_string());
+    job.result = run_job(job, zone);
 }
 
-/// Back in the worker's event loop: publish the new reservations.
+fn run_job(job: &mut Job, zone: &ZoneConf) -> Result<(), String> {
+    let (Some(durable), Some(shared)) = (zone.durable.as_ref(), zone.shared()) else {
+        return Err("zone not ready".into());
+    };
+    let text = |err: StateError| err.to_string();
+    let state = match job.state.as_mut() {
+        Some(state) => state,
+        None => job.state.insert(Box::new(
+            StateLog::open(&durable.path, &job.access, shared.capacity() as usize).map_err(text)?,
+        )),
+    };
+    let mut session = state.session().map_err(text)?;
+    let counters = snapshot(&shared, &job.needs, Some(durable.low_water()));
+    let mut plan = reserve::extend(session.index(), &policy(durable, &shared), &counters);
+    for key in &job.retires {
+        let known = session.index().get(Some(key)).is_some();
+        let planned = plan.records.iter().any(|r| r.key() == Some(key.as_slice()));
+        if known && !planned && !is_live(&shared, key) {
+            plan.records.push(Record::Retire {
+                key: key.clone(),
+                instance: shared.instance(),
+            });
+        }
+    }
+    if !plan.records.is_empty() {
+        if let Compaction::Failed(err) = session.append(&plan.records).map_err(text)? {
+            job.compaction = Some(err.to_string());
+        }
+    }
+    job.blocks = plan.blocks;
+    Ok(())
+}
+
+/// Back in the worker's event loop: install the blocks, wake the waiters.
 unsafe extern "C" fn written(ev: *mut ngx_event_t) {
     // SAFETY: `data` is our task; its ctx is the Job boxed in `post`.
     let (job, log) = unsafe {
@@ -432,32 +557,71 @@ unsafe extern "C" fn written(ev: *mut ngx_event_t) {
         (job, (*ev).log)
     };
     // SAFETY: the zone outlives the worker's tasks.
-    let header = unsafe { &*job.header };
-    let failure = match &job.result {
-        Ok(true) => {
-            header.seq.fetch_add(1, Ordering::Relaxed);
-            for &(mark, counter) in &job.marks {
-                // SAFETY: counters live in the zone's shared memory.
-                unsafe { (*counter).raise_reserved(mark) };
-            }
-            None
-        }
-        Ok(false) => Some(
-            "was taken over by another nginx; no tickets beyond the current reservation".into(),
-        ),
-        Err(err) => Some(format!("could not be written: {err}")),
+    let zone = unsafe { &*job.zone };
+    let Some(writer) = writer(zone) else {
+        return;
     };
-    if let Some(why) = failure {
+    writer.in_flight = false;
+    let job = *job;
+    writer.state = job.state;
+    if let Some(err) = job.compaction {
         ngx_log_error!(
             NGX_LOG_ERR,
             log,
-            "ticket zone \"{}\": state file \"{}\" {why}",
-            job.zone_name,
-            job.path.display()
+            "ticket zone \"{}\": state file compaction failed: {err}",
+            zone.name
         );
-        header
-            .retry_at
-            .store(now_msec() + RETRY_AFTER_MSEC, Ordering::Relaxed);
     }
-    header.writer.store(0, Ordering::Release);
+    match job.result {
+        Ok(()) => {
+            if let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) {
+                install(&shared, lock, &job.blocks);
+            }
+            if writer.again {
+                post(writer, zone);
+            }
+            writer.waiters.wake_all(Wake::Ready);
+        }
+        Err(err) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "ticket zone \"{}\": state file could not be written: {err}",
+                zone.name
+            );
+            // Keep what was asked for; the waiting requests wait on until
+            // the next attempt or their deadline.
+            writer.needs.extend(job.needs);
+            writer.retires.extend(job.retires);
+            // SAFETY: our own timer event.
+            unsafe { nginx_sys::ngx_add_timer(&mut *writer.retry, RETRY_AFTER_MSEC) };
+        }
+    }
+}
+
+/// At exit_process, after nginx's thread pools finished their tasks:
+/// nothing may stay armed, nothing allocated may stay (the module is
+/// unloaded after this).
+pub fn stop_worker() {
+    // SAFETY: per-process, on the event-loop thread.
+    let writers = unsafe { &mut *ptr::addr_of_mut!(WRITERS) };
+    for writer in writers.iter_mut() {
+        if writer.retry.timer_set() != 0 {
+            // SAFETY: our own timer.
+            unsafe { nginx_sys::ngx_del_timer(&mut *writer.retry) };
+        }
+        if writer.in_flight && !writer.task.is_null() {
+            // The thread ran (thread pools end before modules exit), but its
+            // completion never will: free its job here.
+            // SAFETY: the task's ctx is the Job boxed in `post`.
+            unsafe {
+                let ctx = (*writer.task).ctx;
+                if !ctx.is_null() {
+                    drop(Box::from_raw(ctx.cast::<Job>()));
+                    (*writer.task).ctx = ptr::null_mut();
+                }
+            }
+        }
+    }
+    *writers = Vec::new();
 }

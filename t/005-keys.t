@@ -86,7 +86,7 @@ empty key
 
 
 
-=== TEST 7: a full zone refuses new keys with one log line each
+=== TEST 7: a full zone refuses new keys, and says so in the error log
 --- http_config eval
 "ticket_zone small:32k;\n"
 . CORE::join("", map { "ticket_variable \$k$_ zone=small key=key$_;\n" } 1 .. 300)
@@ -97,7 +97,7 @@ GET /v
 --- response_body_like eval
 qr/^1(?:,1){100,}(?:,){10,}\n\z/
 --- error_log eval
-[qr/ticket zone "small" holds \d+ keys/, qr/ticket zone "small" is full \(\d+ keys\), new key refused/]
+[qr/ticket zone "small" holds \d+ keys/, qr/ticket zone "small" is full \(\d+ keys\), new keys refused/]
 
 
 

@@ -42,19 +42,23 @@ __DATA__
 
 
 
-=== TEST 3: sold out: empty, with the reason in the error log
+=== TEST 3: sold out: the variable is not found (log_format writes "-")
 --- http_config
     ticket_zone t:1m;
     ticket_variable $first zone=t key=seat max=1;
     ticket_variable $second zone=t key=seat max=1;
+    log_format tickets "tickets first=$first second=$second";
 --- config
-    location = /v { return 200 "[$first][$second]\n"; }
+    location = /v {
+        access_log logs/error.log tickets;
+        return 200 "[$first][$second]\n";
+    }
 --- request
 GET /v
 --- response_body
 [1][]
 --- error_log
-ticket variable is empty: sold out (zone "t")
+tickets first=1 second=-
 
 
 

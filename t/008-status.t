@@ -24,7 +24,7 @@ __DATA__
 ["", "", "", "Content-Type: application/json", "Cache-Control: no-store", ""]
 --- response_body_like eval
 [qr/^1\n/, qr/^2\n/, qr/^1\n/,
- qr/^\{"zones":\{"t":\{"capacity":\d+,"counters":\[\{"issued":2,"key":null,"last":2,"max":null,"start":1\},\{"issued":1,"key":"gala","last":1,"max":9,"start":1\}\],"keys":1,"size":1048576\}\}\}\n\z/,
+ qr/^\{"zones":\{"t":\{"capacity":\d+,"counters":\[\{"issued":2,"key":null,"last":2,"max":null,"start":1,"used":\d+\},\{"issued":1,"key":"gala","last":1,"max":9,"start":1,"used":\d+\}\],"expired":0,"keys":1,"size":1048576\}\}\}\n\z/,
  qr/"issued":2,"key":null/,
  qr/^3\n/]
 

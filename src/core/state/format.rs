@@ -234,17 +234,26 @@ pub struct Frames {
 }
 
 /// Decodes the frames in `bytes`, which start at file offset `base` and run
-/// to the end of the file.
-pub fn decode_frames(bytes: &[u8], base: u64) -> Result<Frames, ErrorKind> {
+/// to the end of the file. `whole_first`: the first frame was written whole
+/// (a file is created complete and renamed into place), so damage there is
+/// corruption, never a torn append.
+pub fn decode_frames(bytes: &[u8], base: u64, whole_first: bool) -> Result<Frames, ErrorKind> {
     let mut frames = Frames::default();
     let mut pos = 0usize;
     while pos < bytes.len() {
         let at = base.saturating_add(pos as u64);
         let rest = bytes.get(pos..).unwrap_or_default();
         let mut r = Reader::new(rest, at);
+        let torn_or_corrupt = |frames, why| {
+            if whole_first && pos == 0 {
+                Err(corrupt_at(at, why))
+            } else {
+                torn_tail(bytes, pos, base, frames)
+            }
+        };
         let (len, crc) = match (r.u32(), r.u32()) {
             (Some(len), Some(crc)) => (len as usize, crc),
-            _ => return torn_tail(bytes, pos, base, frames),
+            _ => return torn_or_corrupt(frames, "truncated"),
         };
         let payload = r.take(len);
         match payload {
@@ -265,7 +274,8 @@ pub fn decode_frames(bytes: &[u8], base: u64) -> Result<Frames, ErrorKind> {
                 };
                 return Err(corrupt_at(at, why));
             }
-            _ => return torn_tail(bytes, pos, base, frames),
+            Some(_) => return torn_or_corrupt(frames, "checksum mismatch"),
+            None => return torn_or_corrupt(frames, "truncated"),
         }
     }
     frames.end = base.saturating_add(pos as u64);
@@ -462,7 +472,7 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> Result<Frames, ErrorKind> {
         assert_eq!(check_header(bytes)?, Version::V2);
-        decode_frames(&bytes[HEADER_LEN..], HEADER_LEN as u64)
+        decode_frames(&bytes[HEADER_LEN..], HEADER_LEN as u64, false)
     }
 
     #[test]

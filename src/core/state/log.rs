@@ -151,7 +151,7 @@ impl StateLog {
     /// Applies the frames from `from` on; returns where the valid ones end.
     fn read_frames(&mut self, open: &OpenFile, from: u64) -> Result<u64> {
         let bytes = self.dir.read_from(&open.file, from, open.len, self.limit)?;
-        let frames = format::decode_frames(&bytes, from).map_err(|k| self.err(k))?;
+        let frames = format::decode_frames(&bytes, from, false).map_err(|k| self.err(k))?;
         self.index
             .apply_all(&frames.records)
             .map_err(|k| self.err(k))?;
@@ -170,8 +170,8 @@ impl StateLog {
             }
             Version::V2 => {
                 let frames = bytes.get(HEADER_LEN..).unwrap_or_default();
-                let frames =
-                    format::decode_frames(frames, HEADER_LEN as u64).map_err(|k| self.err(k))?;
+                let frames = format::decode_frames(frames, HEADER_LEN as u64, true)
+                    .map_err(|k| self.err(k))?;
                 index.apply_all(&frames.records).map_err(|k| self.err(k))?;
                 frames.end
             }

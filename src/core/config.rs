@@ -19,6 +19,10 @@ pub const DEFAULT_RESERVE: u64 = 10_000;
 pub const MAX_BATCH: u64 = 1_000_000;
 /// Largest `width=`: a u64 has at most 20 decimal digits.
 pub const MAX_WIDTH: usize = 20;
+/// Largest `reserve=`: after a crash a counter skips at most this many.
+pub const MAX_RESERVE: u64 = 1_000_000_000;
+/// Shortest `idle=`, in seconds.
+pub const MIN_IDLE: u64 = 1;
 
 /// A configuration error, ready to be logged at `emerg` level.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +90,50 @@ fn named_params<'a>(
     Ok(seen)
 }
 
-/// `ticket_zone NAME:SIZE [state=PATH] [reserve=N];`
+/// Parses a time the way `ngx_parse_time` does, into milliseconds: digits
+/// with an optional unit (`ms`, `s`, `m`, `h`, `d`, `w`, `M`, `y`; seconds
+/// without one), several parts allowed (`1h30m`).
+pub fn parse_msec(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return None;
+    }
+    let (mut total_ms, mut i): (u64, usize) = (0, 0);
+    while i < bytes.len() {
+        let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        let value: u64 = text.get(i..i + digits)?.parse().ok()?;
+        i += digits;
+        let rest = &bytes[i..];
+        let (unit_ms, len): (u64, usize) = match rest {
+            [b'm', b's', ..] => (1, 2),
+            [b's', ..] => (1000, 1),
+            [b'm', ..] => (60_000, 1),
+            [b'h', ..] => (3_600_000, 1),
+            [b'd', ..] => (86_400_000, 1),
+            [b'w', ..] => (604_800_000, 1),
+            [b'M', ..] => (2_592_000_000, 1),
+            [b'y', ..] => (31_536_000_000, 1),
+            [] => (1000, 0),
+            _ => return None,
+        };
+        i += len;
+        total_ms = total_ms.checked_add(value.checked_mul(unit_ms)?)?;
+    }
+    Some(total_ms)
+}
+
+/// `ticket_zone NAME:SIZE [state=PATH] [reserve=N] [idle=TIME];`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneArgs<'a> {
     pub name: &'a str,
     pub size: usize,
     pub state: Option<&'a str>,
     pub reserve: u64,
+    /// Seconds a key may stay unused before it is retired.
+    pub idle: Option<u64>,
 }
 
 pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError> {
@@ -127,15 +168,28 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
         size,
         state: None,
         reserve: DEFAULT_RESERVE,
+        idle: None,
     };
-    for (param, value, word) in named_params(DIRECTIVE, params, &["state", "reserve"])? {
+    for (param, value, word) in named_params(DIRECTIVE, params, &["state", "reserve", "idle"])? {
         match param {
             "state" if value.is_empty() => return Err(invalid_value(DIRECTIVE, word)),
             "state" => args.state = Some(value),
+            "idle" => match parse_msec(value) {
+                Some(ms) if ms >= MIN_IDLE * 1000 => args.idle = Some(ms / 1000),
+                _ => {
+                    return Err(ConfError(format!(
+                        "invalid value \"{word}\" in \"{DIRECTIVE}\" directive, \
+                         it must be a time of at least 1s"
+                    )))
+                }
+            },
             _ => {
                 args.reserve = parse_u64(DIRECTIVE, word, value)?;
-                if args.reserve == 0 {
-                    return Err(invalid_value(DIRECTIVE, word));
+                if args.reserve == 0 || args.reserve > MAX_RESERVE {
+                    return Err(ConfError(format!(
+                        "invalid value \"{word}\" in \"{DIRECTIVE}\" directive, \
+                         it must be between 1 and {MAX_RESERVE}"
+                    )));
                 }
             }
         }
@@ -168,6 +222,8 @@ pub struct CounterArgs<'a> {
     pub batch: Option<u64>,
     pub format: Format,
     pub width: usize,
+    /// `create=off`: only keys that exist are served.
+    pub create: bool,
 }
 
 impl Default for CounterArgs<'_> {
@@ -180,11 +236,14 @@ impl Default for CounterArgs<'_> {
             batch: None,
             format: Format::Text,
             width: 0,
+            create: true,
         }
     }
 }
 
-const COUNTER_PARAMS: &[&str] = &["zone", "key", "start", "max", "batch", "format", "width"];
+const COUNTER_PARAMS: &[&str] = &[
+    "zone", "key", "start", "max", "batch", "format", "width", "create",
+];
 const VARIABLE_PARAMS: &[&str] = &["zone", "key", "start", "max"];
 
 pub fn parse_counter_args<'a>(words: &[&'a str]) -> Result<CounterArgs<'a>, ConfError> {
@@ -227,6 +286,13 @@ fn parse_counter_params<'a>(
                     _ => return Err(invalid_value(directive, word)),
                 }
             }
+            "create" => {
+                args.create = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(invalid_value(directive, word)),
+                }
+            }
             _ => {
                 let width = parse_u64(directive, word, value)?;
                 if width == 0 || width > MAX_WIDTH as u64 {
@@ -238,6 +304,11 @@ fn parse_counter_params<'a>(
                 args.width = width as usize;
             }
         }
+    }
+    if !args.create && args.key.is_none() {
+        return Err(ConfError(format!(
+            "\"create=off\" needs \"key=\" in \"{directive}\" directive"
+        )));
     }
     if let Some(max) = args.max {
         if max < args.start {
@@ -309,6 +380,35 @@ pub fn parse_status_args<'a>(words: &[&'a str]) -> Result<StatusArgs<'a>, ConfEr
     Ok(args)
 }
 
+/// `ticket_admin [zone=NAME];`
+pub fn parse_admin_args<'a>(words: &[&'a str]) -> Result<Option<&'a str>, ConfError> {
+    const DIRECTIVE: &str = "ticket_admin";
+    let mut zone = None;
+    for (_, value, word) in named_params(DIRECTIVE, words, &["zone"])? {
+        if value.is_empty() {
+            return Err(invalid_value(DIRECTIVE, word));
+        }
+        zone = Some(value);
+    }
+    Ok(zone)
+}
+
+/// `ticket_log_level info | notice | warn | error;`: nginx's log levels,
+/// as `limit_req_log_level` takes them.
+pub fn parse_log_level(words: &[&str]) -> Result<usize, ConfError> {
+    const DIRECTIVE: &str = "ticket_log_level";
+    match words {
+        ["info"] => Ok(7),
+        ["notice"] => Ok(6),
+        ["warn"] => Ok(5),
+        ["error"] => Ok(4),
+        [word] => Err(invalid_value(DIRECTIVE, word)),
+        _ => Err(ConfError(format!(
+            "invalid number of arguments in \"{DIRECTIVE}\" directive"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +464,15 @@ mod tests {
         assert!(parse_zone_args(&["t:1m", "state=a", "reserve=0"]).is_err());
         assert!(parse_zone_args(&["t:1m", "state=a", "reserve=x"]).is_err());
         assert!(parse_zone_args(&["t:1m", "reserve=10"]).is_err());
+        assert!(parse_zone_args(&["t:1m", "state=a", "reserve=1000000000"]).is_ok());
+        let err = parse_zone_args(&["t:1m", "state=a", "reserve=9223372036854775808"])
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            err,
+            "invalid value \"reserve=9223372036854775808\" in \"ticket_zone\" directive, \
+             it must be between 1 and 1000000000"
+        );
         let err = parse_zone_args(&["t:1m", "state=a", "state=b"])
             .unwrap_err()
             .0;
@@ -371,6 +480,58 @@ mod tests {
             err,
             "duplicate parameter \"state=\" in \"ticket_zone\" directive"
         );
+    }
+
+    #[test]
+    fn zone_idle() {
+        assert_eq!(
+            parse_zone_args(&["t:1m", "idle=1h"]).unwrap().idle,
+            Some(3600)
+        );
+        assert_eq!(
+            parse_zone_args(&["t:1m", "idle=90"]).unwrap().idle,
+            Some(90)
+        );
+        assert_eq!(parse_zone_args(&["t:1m"]).unwrap().idle, None);
+        for bad in [
+            "idle=0",
+            "idle=500ms",
+            "idle=",
+            "idle=1x",
+            "idle=s",
+            "idle=0s",
+        ] {
+            let err = parse_zone_args(&["t:1m", bad]).unwrap_err().0;
+            assert!(err.contains("at least 1s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn times_follow_ngx_parse_time() {
+        assert_eq!(parse_msec("30"), Some(30_000));
+        assert_eq!(parse_msec("30s"), Some(30_000));
+        assert_eq!(parse_msec("5m"), Some(300_000));
+        assert_eq!(parse_msec("1h30m"), Some(5_400_000));
+        assert_eq!(parse_msec("1d"), Some(86_400_000));
+        assert_eq!(parse_msec("1500ms"), Some(1500));
+        assert_eq!(parse_msec("1w"), Some(604_800_000));
+        for bad in ["", "m", "1x", "-1", "1.5h", "99999999999999999999y"] {
+            assert_eq!(parse_msec(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn admin_and_log_level() {
+        assert_eq!(parse_admin_args(&[]).unwrap(), None);
+        assert_eq!(parse_admin_args(&["zone=z"]).unwrap(), Some("z"));
+        assert!(parse_admin_args(&["zone="]).is_err());
+        assert!(parse_admin_args(&["key=k"]).is_err());
+        assert_eq!(parse_log_level(&["notice"]).unwrap(), 6);
+        assert_eq!(
+            parse_log_level(&["loud"]).unwrap_err().0,
+            "invalid value \"loud\" in \"ticket_log_level\" directive"
+        );
+        assert!(parse_log_level(&[]).is_err());
     }
 
     #[test]
@@ -402,8 +563,19 @@ mod tests {
                 batch: Some(3),
                 format: Format::Json,
                 width: 10,
+                create: true,
             }
         );
+        assert!(
+            !parse_counter_args(&["key=$x", "create=off"])
+                .unwrap()
+                .create
+        );
+        assert_eq!(
+            parse_counter_args(&["create=off"]).unwrap_err().0,
+            "\"create=off\" needs \"key=\" in \"ticket_counter\" directive"
+        );
+        assert!(parse_counter_args(&["key=$x", "create=no"]).is_err());
     }
 
     #[test]

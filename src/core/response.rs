@@ -3,7 +3,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::config::Format;
+use crate::core::config::Format;
 
 /// Big enough for the longest body: a JSON batch with three 20-digit numbers.
 pub const BODY_MAX: usize = 96;
@@ -41,9 +41,9 @@ impl Write for Body {
 
 /// What the client asked for: one ticket, or a batch via `?count=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Issued {
+pub enum Handout {
     One(u64),
-    Batch { first: u64, count: u64 },
+    Range { first: u64, count: u64 },
 }
 
 pub fn content_type(format: Format) -> &'static str {
@@ -56,16 +56,16 @@ pub fn content_type(format: Format) -> &'static str {
 /// Renders the body: `42\n`, or `6 8\n` for a batch (first and last);
 /// `width` zero-pads text numbers. JSON is `{"ticket":42}` or
 /// `{"first":6,"last":8,"count":3}`, exactly, with no newline.
-pub fn render(issued: Issued, format: Format, width: usize) -> Body {
+pub fn render(handout: Handout, format: Format, width: usize) -> Body {
     let mut body = Body::new();
     // BODY_MAX covers the longest output, so writing cannot fail.
-    let _ = match (issued, format) {
-        (Issued::One(ticket), Format::Text) => writeln!(body, "{ticket:0width$}"),
-        (Issued::One(ticket), Format::Json) => write!(body, "{{\"ticket\":{ticket}}}"),
-        (Issued::Batch { first, count }, Format::Text) => {
+    let _ = match (handout, format) {
+        (Handout::One(ticket), Format::Text) => writeln!(body, "{ticket:0width$}"),
+        (Handout::One(ticket), Format::Json) => write!(body, "{{\"ticket\":{ticket}}}"),
+        (Handout::Range { first, count }, Format::Text) => {
             writeln!(body, "{first:0width$} {:0width$}", first + (count - 1))
         }
-        (Issued::Batch { first, count }, Format::Json) => write!(
+        (Handout::Range { first, count }, Format::Json) => write!(
             body,
             "{{\"first\":{first},\"last\":{},\"count\":{count}}}",
             first + (count - 1)
@@ -87,38 +87,38 @@ pub fn parse_count(text: &[u8], batch: u64) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn text(issued: Issued, format: Format, width: usize) -> String {
-        String::from_utf8(render(issued, format, width).as_bytes().to_vec()).unwrap()
+    fn text(handout: Handout, format: Format, width: usize) -> String {
+        String::from_utf8(render(handout, format, width).as_bytes().to_vec()).unwrap()
     }
 
     #[test]
     fn text_bodies() {
-        assert_eq!(text(Issued::One(1), Format::Text, 0), "1\n");
-        assert_eq!(text(Issued::One(42), Format::Text, 10), "0000000042\n");
-        assert_eq!(text(Issued::One(12345), Format::Text, 3), "12345\n");
+        assert_eq!(text(Handout::One(1), Format::Text, 0), "1\n");
+        assert_eq!(text(Handout::One(42), Format::Text, 10), "0000000042\n");
+        assert_eq!(text(Handout::One(12345), Format::Text, 3), "12345\n");
         assert_eq!(
-            text(Issued::One(u64::MAX), Format::Text, 20),
+            text(Handout::One(u64::MAX), Format::Text, 20),
             "18446744073709551615\n"
         );
         assert_eq!(
-            text(Issued::Batch { first: 6, count: 3 }, Format::Text, 0),
+            text(Handout::Range { first: 6, count: 3 }, Format::Text, 0),
             "6 8\n"
         );
         assert_eq!(
-            text(Issued::Batch { first: 6, count: 3 }, Format::Text, 4),
+            text(Handout::Range { first: 6, count: 3 }, Format::Text, 4),
             "0006 0008\n"
         );
     }
 
     #[test]
     fn json_bodies() {
-        assert_eq!(text(Issued::One(42), Format::Json, 10), "{\"ticket\":42}");
+        assert_eq!(text(Handout::One(42), Format::Json, 10), "{\"ticket\":42}");
         assert_eq!(
-            text(Issued::Batch { first: 6, count: 3 }, Format::Json, 0),
+            text(Handout::Range { first: 6, count: 3 }, Format::Json, 0),
             "{\"first\":6,\"last\":8,\"count\":3}"
         );
         let longest = text(
-            Issued::Batch {
+            Handout::Range {
                 first: u64::MAX - 999_999,
                 count: 1_000_000,
             },

@@ -1,0 +1,515 @@
+//! The status page: zones and counters as JSON or in the Prometheus text
+//! exposition format, rendered in bounded slices so that a zone with
+//! hundreds of thousands of keys never holds up the worker's other
+//! connections: the edge sends a slice, lets the event loop run, and asks
+//! for the next one. Reading counters takes no ticket.
+//!
+//! Keys are bytes. On the page they are written one-to-one: valid UTF-8 as
+//! is, a backslash as `\\`, every byte of invalid UTF-8 as `\xNN`; then JSON
+//! or Prometheus escaping applies on top. Two different keys never look the
+//! same (they would be one Prometheus series, and the scrape would fail).
+
+use core::fmt::Write;
+
+use crate::core::counter::CounterView;
+
+/// How `ticket_status` writes its page.
+pub use crate::core::config::StatusFormat;
+
+/// One zone as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ZoneInfo {
+    pub name: String,
+    /// Bytes of shared memory.
+    pub size: usize,
+    /// Keys the zone can hold, and keys it holds.
+    pub capacity: u64,
+    pub keys: u64,
+    /// Keys retired after being idle.
+    pub expired: u64,
+}
+
+/// One counter: `key` is `None` for the zone's default counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub key: Option<Vec<u8>>,
+    pub view: CounterView,
+}
+
+/// Where the page's data comes from.
+pub trait Source {
+    fn zone_count(&self) -> usize;
+    fn zone(&self, index: usize) -> ZoneInfo;
+    /// Appends up to `limit` rows of zone `index` from position `from` (0 is
+    /// the default counter) to `out`; returns the position after them, or
+    /// `None` when the zone has no more.
+    fn rows(&self, index: usize, from: usize, limit: usize, out: &mut Vec<Row>) -> Option<usize>;
+}
+
+/// A key written one-to-one (see the module comment), before any escaping
+/// of the output format.
+pub fn display_key(key: &[u8]) -> String {
+    let mut out = String::with_capacity(key.len());
+    for chunk in key.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_opt(out: &mut String, value: Option<u64>) {
+    match value {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// One counter; fields in alphabetical order, as every object of the page.
+fn json_row(out: &mut String, row: &Row) {
+    let v = &row.view;
+    let _ = write!(out, "{{\"issued\":{},\"key\":", v.issued);
+    match &row.key {
+        Some(key) => json_string(out, &display_key(key)),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"last\":");
+    json_opt(out, v.last());
+    out.push_str(",\"max\":");
+    json_opt(out, v.max);
+    out.push_str(",\"start\":");
+    json_opt(out, v.start);
+    out.push_str(",\"used\":");
+    json_opt(out, (v.used > 0).then_some(v.used));
+    out.push('}');
+}
+
+/// Escapes a label value as the exposition format requires.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A Prometheus family over counters.
+struct CounterFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&CounterView) -> Option<u64>,
+}
+
+const COUNTER_FAMILIES: [CounterFamily; 3] = [
+    CounterFamily {
+        name: "ticket_issued_total",
+        kind: "counter",
+        help: "Tickets issued by the counter.",
+        value: |v| Some(v.issued),
+    },
+    CounterFamily {
+        name: "ticket_last",
+        kind: "gauge",
+        help: "The last ticket issued by the counter.",
+        value: CounterView::last,
+    },
+    CounterFamily {
+        name: "ticket_max",
+        kind: "gauge",
+        help: "The supply limit (max=) of the counter.",
+        value: |v| v.max,
+    },
+];
+
+/// A Prometheus family over zones.
+struct ZoneFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&ZoneInfo) -> u64,
+}
+
+const ZONE_FAMILIES: [ZoneFamily; 4] = [
+    ZoneFamily {
+        name: "ticket_zone_capacity_keys",
+        kind: "gauge",
+        help: "Keys the zone can hold.",
+        value: |z| z.capacity,
+    },
+    ZoneFamily {
+        name: "ticket_zone_keys",
+        kind: "gauge",
+        help: "Keys the zone holds.",
+        value: |z| z.keys,
+    },
+    ZoneFamily {
+        name: "ticket_zone_expired_keys_total",
+        kind: "counter",
+        help: "Keys retired after being idle.",
+        value: |z| z.expired,
+    },
+    ZoneFamily {
+        name: "ticket_zone_size_bytes",
+        kind: "gauge",
+        help: "Shared memory size of the zone.",
+        value: |z| z.size as u64,
+    },
+];
+
+fn family_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Where the page is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Start,
+    /// JSON: rows of zone `zone` from `from`; `first` if none written yet.
+    JsonRows {
+        zone: usize,
+        from: usize,
+        first: bool,
+    },
+    /// Prometheus: counter family `family`, zone `zone`, rows from `from`.
+    PromRows {
+        family: usize,
+        zone: usize,
+        from: usize,
+    },
+    PromZones,
+    Done,
+}
+
+/// A status page being rendered slice by slice.
+pub struct Page {
+    format: StatusFormat,
+    stage: Stage,
+    /// Zone names and sizes as they were when the page began.
+    zones: Vec<ZoneInfo>,
+}
+
+impl Page {
+    pub fn new(format: StatusFormat) -> Self {
+        Page {
+            format,
+            stage: Stage::Start,
+            zones: Vec::new(),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Renders the next slice: at most about `budget` counters. Returns an
+    /// empty string once the page is complete.
+    pub fn next_slice(&mut self, source: &impl Source, budget: usize) -> String {
+        let mut out = String::new();
+        let mut rows = Vec::new();
+        let mut left = budget.max(1);
+        while left > 0 {
+            match self.stage {
+                Stage::Done => break,
+                Stage::Start => {
+                    self.zones = (0..source.zone_count()).map(|i| source.zone(i)).collect();
+                    match self.format {
+                        StatusFormat::Json => {
+                            out.push_str("{\"zones\":{");
+                            self.stage = self.json_zone(&mut out, 0);
+                        }
+                        StatusFormat::Prometheus => {
+                            self.stage = self.prom_family(&mut out, 0);
+                        }
+                    }
+                }
+                Stage::JsonRows { zone, from, first } => {
+                    rows.clear();
+                    let next = source.rows(zone, from, left, &mut rows);
+                    left = left.saturating_sub(rows.len().max(1));
+                    for (i, row) in rows.iter().enumerate() {
+                        if !(first && i == 0) {
+                            out.push(',');
+                        }
+                        json_row(&mut out, row);
+                    }
+                    let first = first && rows.is_empty();
+                    self.stage = match next {
+                        Some(from) => Stage::JsonRows { zone, from, first },
+                        None => {
+                            if let Some(info) = self.zones.get(zone) {
+                                let _ = write!(
+                                    out,
+                                    "],\"expired\":{},\"keys\":{},\"size\":{}}}",
+                                    info.expired, info.keys, info.size
+                                );
+                            }
+                            self.json_zone(&mut out, zone + 1)
+                        }
+                    };
+                }
+                Stage::PromRows { family, zone, from } => {
+                    rows.clear();
+                    let next = source.rows(zone, from, left, &mut rows);
+                    left = left.saturating_sub(rows.len().max(1));
+                    let f = &COUNTER_FAMILIES[family];
+                    let zone_name = self.zones.get(zone).map_or("", |z| z.name.as_str());
+                    for row in &rows {
+                        if let Some(value) = (f.value)(&row.view) {
+                            let key = row.key.as_deref().map(display_key).unwrap_or_default();
+                            let _ = writeln!(
+                                out,
+                                "{}{{zone=\"{}\",key=\"{}\"}} {value}",
+                                f.name,
+                                label(zone_name),
+                                label(&key)
+                            );
+                        }
+                    }
+                    self.stage = match next {
+                        Some(from) => Stage::PromRows { family, zone, from },
+                        None if zone + 1 < self.zones.len() => Stage::PromRows {
+                            family,
+                            zone: zone + 1,
+                            from: 0,
+                        },
+                        None => self.prom_family(&mut out, family + 1),
+                    };
+                }
+                Stage::PromZones => {
+                    for f in &ZONE_FAMILIES {
+                        family_header(&mut out, f.name, f.kind, f.help);
+                        for zone in &self.zones {
+                            let _ = writeln!(
+                                out,
+                                "{}{{zone=\"{}\"}} {}",
+                                f.name,
+                                label(&zone.name),
+                                (f.value)(zone)
+                            );
+                        }
+                    }
+                    self.stage = Stage::Done;
+                }
+            }
+        }
+        out
+    }
+
+    /// Opens zone `index` of the JSON page (or closes the page).
+    fn json_zone(&self, out: &mut String, index: usize) -> Stage {
+        let Some(zone) = self.zones.get(index) else {
+            out.push_str("}}\n");
+            return Stage::Done;
+        };
+        if index > 0 {
+            out.push(',');
+        }
+        json_string(out, &zone.name);
+        let _ = write!(out, ":{{\"capacity\":{},\"counters\":[", zone.capacity);
+        Stage::JsonRows {
+            zone: index,
+            from: 0,
+            first: true,
+        }
+    }
+
+    /// Starts counter family `index` (or the zone families after the last).
+    fn prom_family(&self, out: &mut String, index: usize) -> Stage {
+        match COUNTER_FAMILIES.get(index) {
+            Some(f) => {
+                family_header(out, f.name, f.kind, f.help);
+                if self.zones.is_empty() {
+                    self.prom_family(out, index + 1)
+                } else {
+                    Stage::PromRows {
+                        family: index,
+                        zone: 0,
+                        from: 0,
+                    }
+                }
+            }
+            None => Stage::PromZones,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zones held in plain vectors.
+    struct Fake(Vec<(ZoneInfo, Vec<Row>)>);
+
+    impl Source for Fake {
+        fn zone_count(&self) -> usize {
+            self.0.len()
+        }
+        fn zone(&self, index: usize) -> ZoneInfo {
+            self.0[index].0.clone()
+        }
+        fn rows(
+            &self,
+            index: usize,
+            from: usize,
+            limit: usize,
+            out: &mut Vec<Row>,
+        ) -> Option<usize> {
+            let rows = &self.0[index].1;
+            let end = (from + limit).min(rows.len());
+            out.extend(rows[from..end].iter().cloned());
+            (end < rows.len()).then_some(end)
+        }
+    }
+
+    fn view(start: u64, issued: u64, max: Option<u64>) -> CounterView {
+        CounterView {
+            start: Some(start),
+            issued,
+            max,
+            ..CounterView::default()
+        }
+    }
+
+    fn sample() -> Fake {
+        Fake(vec![(
+            ZoneInfo {
+                name: "z".into(),
+                size: 1 << 20,
+                capacity: 7000,
+                keys: 1,
+                expired: 2,
+            },
+            vec![
+                Row {
+                    key: None,
+                    view: view(1, 5, None),
+                },
+                Row {
+                    key: Some(b"gala \"A\"\\".to_vec()),
+                    view: view(10, 0, Some(20)),
+                },
+            ],
+        )])
+    }
+
+    fn whole(source: &impl Source, format: StatusFormat, budget: usize) -> String {
+        let mut page = Page::new(format);
+        let mut out = String::new();
+        for _ in 0..10_000 {
+            let slice = page.next_slice(source, budget);
+            out.push_str(&slice);
+            if page.is_done() {
+                return out;
+            }
+        }
+        panic!("the page never ended");
+    }
+
+    #[test]
+    fn json_lists_counters_with_limits() {
+        for budget in [1, 2, 100] {
+            let body: serde_json::Value =
+                serde_json::from_str(&whole(&sample(), StatusFormat::Json, budget)).unwrap();
+            let zone = &body["zones"]["z"];
+            assert_eq!(zone["capacity"], 7000);
+            assert_eq!(zone["keys"], 1);
+            assert_eq!(zone["expired"], 2);
+            assert_eq!(zone["counters"][0]["key"], serde_json::Value::Null);
+            assert_eq!(zone["counters"][0]["last"], 5);
+            assert_eq!(zone["counters"][1]["key"], "gala \"A\"\\\\");
+            assert_eq!(zone["counters"][1]["last"], serde_json::Value::Null);
+            assert_eq!(zone["counters"][1]["max"], 20);
+        }
+    }
+
+    #[test]
+    fn json_of_many_zones_and_none() {
+        let empty = Fake(vec![]);
+        assert_eq!(whole(&empty, StatusFormat::Json, 10), "{\"zones\":{}}\n");
+        let mut two = sample();
+        two.0.push((
+            ZoneInfo {
+                name: "y".into(),
+                ..ZoneInfo::default()
+            },
+            vec![],
+        ));
+        let body: serde_json::Value =
+            serde_json::from_str(&whole(&two, StatusFormat::Json, 1)).unwrap();
+        assert_eq!(body["zones"]["y"]["counters"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn prometheus_text() {
+        for budget in [1, 100] {
+            let text = whole(&sample(), StatusFormat::Prometheus, budget);
+            assert!(text.contains("# TYPE ticket_issued_total counter\n"));
+            assert!(text.contains("ticket_issued_total{zone=\"z\",key=\"\"} 5\n"));
+            assert!(
+                text.contains("ticket_issued_total{zone=\"z\",key=\"gala \\\"A\\\"\\\\\\\\\"} 0\n")
+            );
+            assert!(text.contains("ticket_last{zone=\"z\",key=\"\"} 5\n"));
+            assert!(text.contains("ticket_max{zone=\"z\",key=\"gala \\\"A\\\"\\\\\\\\\"} 20\n"));
+            assert!(text.contains("ticket_zone_capacity_keys{zone=\"z\"} 7000\n"));
+            assert!(text.contains("ticket_zone_expired_keys_total{zone=\"z\"} 2\n"));
+            assert_eq!(text.matches("# TYPE ticket_last").count(), 1);
+            assert!(text.ends_with('\n'));
+        }
+    }
+
+    #[test]
+    fn keys_are_shown_one_to_one() {
+        assert_eq!(display_key(b"gala"), "gala");
+        assert_eq!(display_key("\u{e9}t\u{e9}".as_bytes()), "\u{e9}t\u{e9}");
+        assert_eq!(display_key(b"a\\b"), "a\\\\b");
+        assert_eq!(display_key(b"\xff"), "\\xff");
+        assert_eq!(display_key(b"\xfe"), "\\xfe");
+        // a literal "\xff" and the byte 0xff differ
+        assert_ne!(display_key(b"\\xff"), display_key(b"\xff"));
+        let keys: [&[u8]; 6] = [
+            b"\xff",
+            b"\xfe",
+            b"\\xff",
+            b"\\\\xff",
+            b"x\xc3",
+            b"x\xc3\xa9",
+        ];
+        let shown: std::collections::HashSet<String> =
+            keys.iter().map(|k| display_key(k)).collect();
+        assert_eq!(shown.len(), keys.len());
+    }
+}

@@ -1,0 +1,234 @@
+//! Taking tickets from a zone: finds (or makes) the counter of a key and
+//! takes from it, whatever kind of zone it is. What a take gives is an
+//! [`Outcome`]: tickets, a refusal, or a reason to wait.
+
+use nginx_sys::{ngx_log_t, ngx_uint_t, NGX_HTTP_INTERNAL_SERVER_ERROR};
+use ngx::ngx_log_error;
+
+use crate::conf::{CounterConf, ZoneConf};
+use crate::core::counter::{Ask, Counter, Gen, Take};
+use crate::core::table::{KeyError, Lookup, SharedZone, KEY_MAX};
+
+/// A response other than a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadCount,
+    EmptyKey,
+    LongKey,
+    SoldOut,
+    ZoneFull,
+    TryAgain,
+    NoSuchCounter,
+    /// A durable counter's reservation did not reach the disk in time.
+    NotSaved,
+    Failed,
+}
+
+impl Refusal {
+    pub fn status(self) -> ngx_uint_t {
+        match self {
+            Refusal::BadCount | Refusal::EmptyKey | Refusal::LongKey => 400,
+            Refusal::NoSuchCounter => 404,
+            Refusal::SoldOut => 410,
+            Refusal::ZoneFull | Refusal::TryAgain => 503,
+            Refusal::NotSaved | Refusal::Failed => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+        }
+    }
+
+    pub fn body(self) -> &'static str {
+        match self {
+            Refusal::BadCount => "bad count\n",
+            Refusal::EmptyKey => "empty key\n",
+            Refusal::LongKey => "key too long\n",
+            Refusal::SoldOut => "sold out\n",
+            Refusal::ZoneFull => "ticket zone full\n",
+            Refusal::TryAgain => "try again\n",
+            Refusal::NoSuchCounter => "no such counter\n",
+            Refusal::NotSaved => "ticket state not saved\n",
+            Refusal::Failed => "internal error\n",
+        }
+    }
+}
+
+/// Why a take must wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A durable counter's next reservation is not on disk yet.
+    Reservation,
+}
+
+/// What a take gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Tickets { first: u64, count: u64 },
+    Refused(Refusal),
+    Wait(Wait),
+}
+
+/// A key's bytes checked as a counter name.
+pub fn check_key(key: &[u8]) -> Result<&[u8], Refusal> {
+    if key.is_empty() {
+        return Err(Refusal::EmptyKey);
+    }
+    if key.len() > KEY_MAX {
+        return Err(Refusal::LongKey);
+    }
+    Ok(key)
+}
+
+/// How often a take retries a counter retired under it before it gives up.
+const STALE_RETRIES: u32 = 8;
+
+/// Finds the counter of `key` in `zone` for taking: creates it if `create`,
+/// and restarts a key that was idle too long.
+fn counter_for<'z>(
+    zone: &ZoneConf,
+    shared: &SharedZone<'z>,
+    key: &[u8],
+    conf: &CounterConf,
+    now: u64,
+    log: *mut ngx_log_t,
+    level: ngx_uint_t,
+) -> Result<(&'z Counter, Gen), Refusal> {
+    let Some(lock) = zone.memory.as_ref() else {
+        return Err(Refusal::Failed);
+    };
+    let found = match shared.find(key) {
+        Lookup::Found(found) => {
+            let idle = zone
+                .idle
+                .is_some_and(|idle| found.counter.view().used.saturating_add(idle) <= now);
+            if !idle {
+                return Ok((found.counter, found.gen));
+            }
+            // Idle too long: the key is gone, and a take starts it afresh.
+            shared.expire(
+                key,
+                found.gen,
+                now.saturating_sub(zone.idle.unwrap_or(0)) + 1,
+                lock,
+            );
+            if !conf.create {
+                return Err(Refusal::NoSuchCounter);
+            }
+            shared.create(key, conf.start, now, 0, lock)
+        }
+        Lookup::Busy => return Err(Refusal::TryAgain),
+        Lookup::Absent if !conf.create => return Err(Refusal::NoSuchCounter),
+        Lookup::Absent => shared.create(key, conf.start, now, 0, lock),
+    };
+    match found {
+        Ok(found) => Ok((found.counter, found.gen)),
+        Err(KeyError::Full) => {
+            log_zone_full(zone, shared.capacity(), log, level);
+            Err(Refusal::ZoneFull)
+        }
+        Err(KeyError::Closed) | Err(KeyError::Busy) => Err(Refusal::TryAgain),
+    }
+}
+
+/// Takes `count` tickets for `key` (`None`: the zone's default counter).
+pub fn take(
+    zone: &ZoneConf,
+    conf: &CounterConf,
+    key: Option<&[u8]>,
+    count: u64,
+    log: *mut ngx_log_t,
+    level: ngx_uint_t,
+) -> Outcome {
+    let Some(shared) = zone.shared() else {
+        ngx_log_error!(
+            nginx_sys::NGX_LOG_ERR,
+            log,
+            "ticket zone \"{}\" is not ready",
+            zone.name
+        );
+        return Outcome::Refused(Refusal::Failed);
+    };
+    let now = crate::process::unix_now();
+    let ask = Ask {
+        start: conf.start,
+        count,
+        max: conf.max,
+        gated: zone.durable.is_some(),
+        now,
+    };
+    for _ in 0..STALE_RETRIES {
+        let (counter, gen, fast) = match key {
+            None => (shared.default_counter(), 0, true),
+            Some(key) => match counter_for(zone, &shared, key, conf, now, log, level) {
+                Ok((counter, gen)) => (counter, gen, false),
+                Err(refusal) => return Outcome::Refused(refusal),
+            },
+        };
+        let taken = if fast {
+            counter.take_fast(gen, &ask)
+        } else {
+            counter.take(gen, &ask)
+        };
+        match taken {
+            Take::Tickets { first, count } => {
+                if zone.durable.is_some() {
+                    crate::durable::after_take(zone, counter);
+                }
+                return Outcome::Tickets { first, count };
+            }
+            Take::SoldOut => return Outcome::Refused(Refusal::SoldOut),
+            Take::Exhausted => {
+                ngx_log_error!(
+                    level,
+                    log,
+                    "ticket counter in zone \"{}\" ran out of numbers",
+                    zone.name
+                );
+                return Outcome::Refused(Refusal::SoldOut);
+            }
+            Take::Unreserved => {
+                // A block reserved past a gap may be waiting already.
+                if let Some(lock) = zone.memory.as_ref() {
+                    use crate::core::table::ZoneLock;
+                    lock.lock();
+                    let ready = counter.advance_block(count);
+                    lock.unlock();
+                    if ready {
+                        continue;
+                    }
+                }
+                return Outcome::Wait(Wait::Reservation);
+            }
+            Take::Stale if shared.is_closed() => return Outcome::Refused(Refusal::TryAgain),
+            Take::Stale => {}
+        }
+    }
+    Outcome::Refused(Refusal::TryAgain)
+}
+
+/// When each zone last logged that it is full, in this worker.
+static mut FULL_LOGGED: Vec<(usize, u64)> = Vec::new();
+
+/// At exit_process: nothing allocated may stay.
+pub fn stop_worker() {
+    // SAFETY: per-process, on the event-loop thread.
+    unsafe { *core::ptr::addr_of_mut!(FULL_LOGGED) = Vec::new() };
+}
+
+/// One line per second per zone in each worker, however many requests a
+/// full zone refuses: a client must not be able to fill the disk.
+fn log_zone_full(zone: &ZoneConf, capacity: u64, log: *mut ngx_log_t, level: ngx_uint_t) {
+    let now = crate::process::unix_now();
+    let id = core::ptr::from_ref(zone) as usize;
+    // SAFETY: per-process, touched only on the worker's event-loop thread.
+    let last = unsafe { &mut *core::ptr::addr_of_mut!(FULL_LOGGED) };
+    match last.iter_mut().find(|(z, _)| *z == id) {
+        Some((_, at)) if *at == now => return,
+        Some((_, at)) => *at = now,
+        None => last.push((id, now)),
+    }
+    ngx_log_error!(
+        level,
+        log,
+        "ticket zone \"{}\" is full ({} keys), new keys refused",
+        zone.name,
+        capacity
+    );
+}
