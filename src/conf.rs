@@ -31,7 +31,7 @@ pub struct ZoneConf {
     pub carry_from: Option<ZoneMemory>,
     /// `state=`: the zone's counters survive restarts in this file.
     pub durable: Option<DurableConf>,
-    /// `idle=`: keys not used for this many seconds are retired.
+    /// `idle=`: keys not used for this many milliseconds are retired.
     pub idle: Option<u64>,
     /// The cycle this zone belongs to (the global `ngx_cycle` is still the
     /// previous one while zones are initialised).
@@ -39,6 +39,12 @@ pub struct ZoneConf {
 }
 
 impl ZoneConf {
+    /// Whether a counter last used at `used` (Unix ms) is gone by `now`.
+    pub fn is_idle(&self, used: u64, now: u64) -> bool {
+        self.idle
+            .is_some_and(|idle| used.saturating_add(idle) <= now)
+    }
+
     pub fn new(name: String, cycle: *mut ngx_cycle_t) -> Self {
         ZoneConf {
             name,

@@ -31,11 +31,11 @@ use ngx::ngx_log_error;
 
 use crate::conf::{DurableConf, ZoneConf, ZoneMemory};
 use crate::core::config::ConfError;
-use crate::core::counter::{Counter, FLAG_LOGGED};
+use crate::core::counter::{Counter, Gen, FLAG_LOGGED, MAX_COUNT};
 use crate::core::reserve::{self, Block, CounterState, Policy};
 use crate::core::state::{Access, Compaction, Index, Record, StateError, StateLog};
 use crate::core::table::{Lookup, SharedZone, ZoneLock};
-use crate::wait::{WaitList, Wake};
+use crate::wait::{Handle, WaitList, Wake};
 
 /// After a failed write, wait this long before the next attempt.
 const RETRY_AFTER_MSEC: nginx_sys::ngx_msec_t = 1000;
@@ -178,7 +178,15 @@ fn install(shared: &SharedZone<'_>, lock: &ZoneMemory, blocks: &[Block]) {
 /// (created if new here). Returns how many counters the log holds.
 fn restore(shared: &SharedZone<'_>, lock: &ZoneMemory, index: &Index) -> Result<usize, String> {
     let instance = shared.instance();
-    let now = crate::process::unix_now();
+    let now = crate::process::unix_msec();
+    // The file keeps Unix seconds; counters keep milliseconds.
+    let used_of = |seconds: u64| {
+        if seconds == 0 {
+            now
+        } else {
+            seconds.saturating_mul(1000)
+        }
+    };
     // What a counter issued is covered, trivially: blocks continue from it.
     shared.default_counter().cover_issued();
     for (_, found) in shared.keys() {
@@ -194,8 +202,7 @@ fn restore(shared: &SharedZone<'_>, lock: &ZoneMemory, index: &Index) -> Result<
             None => shared.default_counter(),
             Some(key) => {
                 let start = entry.start.unwrap_or(1);
-                let used = if entry.used == 0 { now } else { entry.used };
-                match shared.find_or_create(key, start, used, lock) {
+                match shared.find_or_create(key, start, used_of(entry.used), lock) {
                     Ok(found) => found.counter,
                     Err(_) => {
                         return Err(format!(
@@ -208,8 +215,7 @@ fn restore(shared: &SharedZone<'_>, lock: &ZoneMemory, index: &Index) -> Result<
         };
         let view = counter.view();
         if view.start.is_none() && view.issued == 0 {
-            let used = if entry.used == 0 { now } else { entry.used };
-            counter.resume(entry.start, entry.mark, entry.mark, used);
+            counter.resume(entry.start, entry.mark, entry.mark, used_of(entry.used));
         } else {
             counter.raise_issued(entry.mark);
             counter.cover_issued();
@@ -344,6 +350,45 @@ struct Writer {
     /// Counts waiting requests want at once, and keys to retire.
     needs: Vec<(Option<Vec<u8>>, u64)>,
     retires: Vec<Vec<u8>>,
+    /// Admin changes waiting for the next write, and those in it.
+    changes: Vec<Pending>,
+    in_job: Vec<Pending>,
+    next_change: u64,
+}
+
+/// An admin change that is answered once it is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The counter's next count becomes `target` (its life `gen`).
+    MoveTo {
+        key: Option<Vec<u8>>,
+        gen: Gen,
+        target: u64,
+    },
+    /// The key was retired here: record it.
+    Retire { key: Vec<u8> },
+}
+
+/// How a change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeResult {
+    Done,
+    /// Someone (another instance, or a taker meanwhile) holds numbers at or
+    /// past the target.
+    WouldReissue,
+    /// The counter was retired meanwhile.
+    Gone,
+    NotSaved,
+}
+
+/// A change and who waits for it.
+struct Pending {
+    id: u64,
+    change: Change,
+    /// The waiting request and where its result goes (cleared if nginx
+    /// ends the request first).
+    waiter: Option<(Handle, *mut ChangeResult)>,
+    result: ChangeResult,
 }
 
 /// A write running in the thread pool.
@@ -352,6 +397,8 @@ struct Job {
     state: Option<Box<StateLog>>,
     needs: Vec<(Option<Vec<u8>>, u64)>,
     retires: Vec<Vec<u8>>,
+    /// Admin changes (and, filled in by the thread, their outcome).
+    changes: Vec<(Change, Option<Block>, ChangeResult)>,
     access: Access,
     /// Filled in by the thread.
     blocks: Vec<Block>,
@@ -388,6 +435,9 @@ fn writer(zone: &ZoneConf) -> Option<&'static mut Writer> {
         waiters: WaitList::new(),
         needs: Vec::new(),
         retires: Vec::new(),
+        changes: Vec::new(),
+        in_job: Vec::new(),
+        next_change: 0,
     });
     writers.last_mut()
 }
@@ -425,6 +475,35 @@ pub fn retire(zone: &ZoneConf, key: &[u8]) {
     schedule(zone);
 }
 
+/// Queues an admin change; the waiting request's result goes to `result`
+/// and `handle` is woken once the change is on disk (or failed). Returns an
+/// id for [`forget_change`].
+pub fn submit(zone: &ZoneConf, change: Change, waiter: (Handle, *mut ChangeResult)) -> Option<u64> {
+    let writer = writer(zone)?;
+    writer.next_change += 1;
+    let id = writer.next_change;
+    writer.changes.push(Pending {
+        id,
+        change,
+        waiter: Some(waiter),
+        result: ChangeResult::NotSaved,
+    });
+    schedule(zone);
+    Some(id)
+}
+
+/// The request waiting for change `id` is gone: its change still happens,
+/// nobody is told.
+pub fn forget_change(zone: &ZoneConf, id: u64) {
+    if let Some(writer) = writer(zone) {
+        for pending in writer.changes.iter_mut().chain(writer.in_job.iter_mut()) {
+            if pending.id == id {
+                pending.waiter = None;
+            }
+        }
+    }
+}
+
 /// Starts a write unless one runs (then another follows it).
 pub fn schedule(zone: &ZoneConf) {
     let Some(writer) = writer(zone) else {
@@ -444,7 +523,9 @@ unsafe extern "C" fn retry_write(ev: *mut ngx_event_t) {
     // SAFETY: `data` is the zone this timer belongs to (cycle pool).
     let zone = unsafe { &*(*ev).data.cast::<ZoneConf>() };
     if let Some(writer) = writer(zone) {
-        if !writer.in_flight && (!writer.waiters.is_empty() || !writer.needs.is_empty()) {
+        let asked =
+            !writer.waiters.is_empty() || !writer.needs.is_empty() || !writer.changes.is_empty();
+        if !writer.in_flight && asked {
             post(writer, zone);
         }
     }
@@ -464,11 +545,17 @@ fn post(writer: &mut Writer, zone: &ZoneConf) {
             return;
         }
     }
+    writer.in_job = core::mem::take(&mut writer.changes);
     let job = Box::new(Job {
         zone: writer.zone,
         state: writer.state.take(),
         needs: core::mem::take(&mut writer.needs),
         retires: core::mem::take(&mut writer.retires),
+        changes: writer
+            .in_job
+            .iter()
+            .map(|p| (p.change.clone(), None, ChangeResult::NotSaved))
+            .collect(),
         access: access(cycle),
         blocks: Vec::new(),
         result: Ok(()),
@@ -488,6 +575,7 @@ fn post(writer: &mut Writer, zone: &ZoneConf) {
             let job = Box::from_raw((*task).ctx.cast::<Job>());
             (*task).ctx = ptr::null_mut();
             writer.state = job.state;
+            writer.changes.append(&mut writer.in_job);
             ngx_log_error!(
                 NGX_LOG_ERR,
                 cycle.log,
@@ -526,8 +614,25 @@ fn run_job(job: &mut Job, zone: &ZoneConf) -> Result<(), String> {
         )),
     };
     let mut session = state.session().map_err(text)?;
-    let counters = snapshot(&shared, &job.needs, Some(durable.low_water()));
-    let mut plan = reserve::extend(session.index(), &policy(durable, &shared), &counters);
+    let policy = policy(durable, &shared);
+    let mut records = Vec::new();
+    for (change, block, result) in job.changes.iter_mut() {
+        *result = plan_change(
+            &shared,
+            session.index(),
+            &policy,
+            change,
+            &mut records,
+            block,
+        );
+    }
+    let changed = |key: Option<&[u8]>| records.iter().any(|r: &Record| r.key() == key);
+    let counters: Vec<CounterState> = snapshot(&shared, &job.needs, Some(durable.low_water()))
+        .into_iter()
+        .filter(|c| !changed(c.key.as_deref()))
+        .collect();
+    let mut plan = reserve::extend(session.index(), &policy, &counters);
+    plan.records.append(&mut records);
     for key in &job.retires {
         let known = session.index().get(Some(key)).is_some();
         let planned = plan.records.iter().any(|r| r.key() == Some(key.as_slice()));
@@ -545,6 +650,101 @@ fn run_job(job: &mut Job, zone: &ZoneConf) -> Result<(), String> {
     }
     job.blocks = plan.blocks;
     Ok(())
+}
+
+/// Plans one admin change under the lock: the records it writes, and for a
+/// move the block its counter continues in.
+fn plan_change(
+    shared: &SharedZone<'_>,
+    index: &Index,
+    policy: &Policy,
+    change: &Change,
+    records: &mut Vec<Record>,
+    block: &mut Option<Block>,
+) -> ChangeResult {
+    match change {
+        Change::MoveTo { key, gen, target } => {
+            let counter = match key {
+                None => Some(shared.default_counter()),
+                Some(key) => match shared.find(key) {
+                    Lookup::Found(found) if found.gen == *gen => Some(found.counter),
+                    _ => None,
+                },
+            };
+            let Some(view) = counter.map(Counter::view).filter(|v| v.gen == *gen) else {
+                return ChangeResult::Gone;
+            };
+            // Our own numbers at or past the target, or anyone else's.
+            let theirs = index
+                .get(key.as_deref())
+                .filter(|e| e.instance != policy.instance)
+                .map_or(0, |e| e.mark);
+            if *target < view.issued || *target < theirs {
+                return ChangeResult::WouldReissue;
+            }
+            let cap = match view.start {
+                Some(start) => MAX_COUNT.min((u64::MAX - start).saturating_add(1)),
+                None => MAX_COUNT,
+            };
+            let hi = target.saturating_add(policy.reserve).min(cap);
+            records.push(Record::Mark {
+                key: key.clone(),
+                instance: policy.instance,
+                start: view.start,
+                mark: hi.max(*target),
+                used: view.used / 1000,
+            });
+            *block = Some(Block {
+                key: key.clone(),
+                gen: *gen,
+                lo: *target,
+                hi,
+            });
+            ChangeResult::Done
+        }
+        Change::Retire { key } => {
+            let known = index.get(Some(key)).is_some();
+            if known
+                && !is_live(shared, key)
+                && !records.iter().any(|r| r.key() == Some(key.as_slice()))
+            {
+                records.push(Record::Retire {
+                    key: key.clone(),
+                    instance: policy.instance,
+                });
+            }
+            ChangeResult::Done
+        }
+    }
+}
+
+/// Applies a move that is on disk: the count jumps to the target and the
+/// counter continues in the block after it.
+fn apply_move(shared: &SharedZone<'_>, lock: &ZoneMemory, block: &Block) -> ChangeResult {
+    let Some(counter) = counter_of(shared, block) else {
+        return ChangeResult::Gone;
+    };
+    if counter.advance_to(block.gen, block.lo).is_err() {
+        return ChangeResult::WouldReissue;
+    }
+    counter.cover_issued();
+    lock.lock();
+    counter.add_block(block.lo, block.hi);
+    lock.unlock();
+    counter.add_flags(FLAG_LOGGED);
+    ChangeResult::Done
+}
+
+/// Hands each waiting admin request its result.
+fn answer_changes(writer: &mut Writer) {
+    for pending in core::mem::take(&mut writer.in_job) {
+        if let Some((handle, result)) = pending.waiter {
+            // SAFETY: the result slot lives in the waiting request's pool;
+            // `forget_change` cleared the waiter if nginx ended it.
+            unsafe { *result = pending.result };
+            crate::wait::wake(handle, Wake::Ready);
+        }
+    }
 }
 
 /// Back in the worker's event loop: install the blocks, wake the waiters.
@@ -576,7 +776,14 @@ unsafe extern "C" fn written(ev: *mut ngx_event_t) {
         Ok(()) => {
             if let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) {
                 install(&shared, lock, &job.blocks);
+                for (pending, (_, block, result)) in writer.in_job.iter_mut().zip(job.changes) {
+                    pending.result = match (result, block) {
+                        (ChangeResult::Done, Some(block)) => apply_move(&shared, lock, &block),
+                        (result, _) => result,
+                    };
+                }
             }
+            answer_changes(writer);
             if writer.again {
                 post(writer, zone);
             }
@@ -593,6 +800,7 @@ unsafe extern "C" fn written(ev: *mut ngx_event_t) {
             // the next attempt or their deadline.
             writer.needs.extend(job.needs);
             writer.retires.extend(job.retires);
+            answer_changes(writer);
             // SAFETY: our own timer event.
             unsafe { nginx_sys::ngx_add_timer(&mut *writer.retry, RETRY_AFTER_MSEC) };
         }

@@ -155,6 +155,7 @@ extern "C" fn ticket_exit_process(cycle: *mut ngx_cycle_t) {
     crate::durable::stop_worker();
     crate::sweep::stop_worker();
     crate::take::stop_worker();
+    crate::http::admin::stop_worker();
     if crate::process::is_single() {
         ticket_exit_master(cycle);
     }

@@ -45,9 +45,12 @@ pub fn now_msec() -> u64 {
     unsafe { nginx_sys::ngx_current_msec as u64 }
 }
 
-/// nginx's cached wall clock, in Unix seconds.
-pub fn unix_now() -> u64 {
-    nginx_sys::ngx_time().max(0) as u64
+/// nginx's cached wall clock, in Unix milliseconds.
+pub fn unix_msec() -> u64 {
+    let now = nginx_sys::ngx_timeofday();
+    (now.sec.max(0) as u64)
+        .saturating_mul(1000)
+        .saturating_add(now.msec as u64)
 }
 
 /// Fresh random bits: a zone's hash key, an instance id.

@@ -31,7 +31,7 @@ pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
         return;
     };
     // A quarter of the shortest idle time, between 1 s and 1 min.
-    let interval = (shortest.saturating_mul(250)).clamp(1000, 60_000) as ngx_msec_t;
+    let interval = (shortest / 4).clamp(1000, 60_000) as ngx_msec_t;
     // SAFETY: a zeroed event is idle; set up here, on the event-loop thread,
     // which is the only one that touches it.
     unsafe {
@@ -67,7 +67,7 @@ unsafe extern "C" fn sweep(_ev: *mut ngx_event_t) {
     let Some(sweeper) = (unsafe { SWEEPER.as_mut() }) else {
         return;
     };
-    let now = crate::process::unix_now();
+    let now = crate::process::unix_msec();
     for &zone in &sweeper.zones {
         // SAFETY: zones live in the cycle's pool, as long as this worker.
         let Some(zone) = (unsafe { zone.as_ref() }) else {
@@ -78,6 +78,7 @@ unsafe extern "C" fn sweep(_ev: *mut ngx_event_t) {
         else {
             continue;
         };
+        // gone when used + idle <= now
         let cutoff = now.saturating_sub(idle).saturating_add(1);
         for (key, gen) in shared.idle_keys(cutoff) {
             if shared.expire(key.as_bytes(), gen, cutoff, lock).is_some() && zone.durable.is_some()

@@ -95,19 +95,11 @@ fn counter_for<'z>(
     };
     let found = match shared.find(key) {
         Lookup::Found(found) => {
-            let idle = zone
-                .idle
-                .is_some_and(|idle| found.counter.view().used.saturating_add(idle) <= now);
-            if !idle {
+            if !zone.is_idle(found.counter.view().used, now) {
                 return Ok((found.counter, found.gen));
             }
             // Idle too long: the key is gone, and a take starts it afresh.
-            shared.expire(
-                key,
-                found.gen,
-                now.saturating_sub(zone.idle.unwrap_or(0)) + 1,
-                lock,
-            );
+            shared.expire(key, found.gen, now.saturating_add(1), lock);
             if !conf.create {
                 return Err(Refusal::NoSuchCounter);
             }
@@ -145,7 +137,7 @@ pub fn take(
         );
         return Outcome::Refused(Refusal::Failed);
     };
-    let now = crate::process::unix_now();
+    let now = crate::process::unix_msec();
     let ask = Ask {
         start: conf.start,
         count,
@@ -215,7 +207,7 @@ pub fn stop_worker() {
 /// One line per second per zone in each worker, however many requests a
 /// full zone refuses: a client must not be able to fill the disk.
 fn log_zone_full(zone: &ZoneConf, capacity: u64, log: *mut ngx_log_t, level: ngx_uint_t) {
-    let now = crate::process::unix_now();
+    let now = crate::process::unix_msec() / 1000;
     let id = core::ptr::from_ref(zone) as usize;
     // SAFETY: per-process, touched only on the worker's event-loop thread.
     let last = unsafe { &mut *core::ptr::addr_of_mut!(FULL_LOGGED) };

@@ -132,7 +132,7 @@ pub struct ZoneArgs<'a> {
     pub size: usize,
     pub state: Option<&'a str>,
     pub reserve: u64,
-    /// Seconds a key may stay unused before it is retired.
+    /// Milliseconds a key may stay unused before it is retired.
     pub idle: Option<u64>,
 }
 
@@ -175,7 +175,7 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
             "state" if value.is_empty() => return Err(invalid_value(DIRECTIVE, word)),
             "state" => args.state = Some(value),
             "idle" => match parse_msec(value) {
-                Some(ms) if ms >= MIN_IDLE * 1000 => args.idle = Some(ms / 1000),
+                Some(ms) if ms >= MIN_IDLE * 1000 => args.idle = Some(ms),
                 _ => {
                     return Err(ConfError(format!(
                         "invalid value \"{word}\" in \"{DIRECTIVE}\" directive, \
@@ -486,11 +486,11 @@ mod tests {
     fn zone_idle() {
         assert_eq!(
             parse_zone_args(&["t:1m", "idle=1h"]).unwrap().idle,
-            Some(3600)
+            Some(3_600_000)
         );
         assert_eq!(
             parse_zone_args(&["t:1m", "idle=90"]).unwrap().idle,
-            Some(90)
+            Some(90_000)
         );
         assert_eq!(parse_zone_args(&["t:1m"]).unwrap().idle, None);
         for bad in [

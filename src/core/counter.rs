@@ -76,7 +76,7 @@ pub struct Counter {
     pending_hi: AtomicU64,
     /// `max=` plus one as last used, for the status page; 0 when unlimited.
     limit: AtomicU64,
-    /// Unix time (seconds) of the last take or creation.
+    /// Unix time (milliseconds) of the last take or creation.
     used: AtomicU64,
     /// Redis zones: the generation Redis reported for this life (0: none yet).
     remote_gen: AtomicU64,
@@ -94,7 +94,7 @@ pub struct Ask {
     pub max: Option<u64>,
     /// Only counts below `reserved` may be taken (durable zones, leases).
     pub gated: bool,
-    /// Unix seconds, for `used`.
+    /// Unix milliseconds, for `used`.
     pub now: u64,
 }
 
@@ -134,7 +134,7 @@ pub struct CounterView {
     pub pending: Option<(u64, u64)>,
     /// The `max=` this counter was last used with, if any.
     pub max: Option<u64>,
-    /// Unix seconds of the last use.
+    /// Unix milliseconds of the last use.
     pub used: u64,
     pub remote_gen: u64,
     pub flags: u64,
@@ -229,7 +229,7 @@ impl Counter {
 
     /// The first ticket; the first caller's `start` wins and stays, like a
     /// sequence's START: later configuration changes do not move it.
-    fn first_ticket(&self, start: u64) -> u64 {
+    pub fn first_ticket(&self, start: u64) -> u64 {
         let base = self.base.load(Ordering::Acquire);
         if base != 0 {
             return base - 1;

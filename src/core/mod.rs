@@ -2,6 +2,7 @@
 //! arithmetic, the shared-memory layout and key table, response and status
 //! rendering, the state file. No `unsafe` here; `cargo test` runs it all.
 
+pub mod admin;
 pub mod config;
 pub mod counter;
 pub mod reserve;

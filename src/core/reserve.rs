@@ -122,7 +122,7 @@ fn plan_counter(
             instance: policy.instance,
             start: view.start,
             mark: hi,
-            used: view.used,
+            used: view.used / 1000,
         });
     }
     if hi > view.reserved {
@@ -171,7 +171,7 @@ pub fn give_back(index: &Index, policy: &Policy, counters: &[CounterState]) -> V
             instance: policy.instance,
             start: c.view.start,
             mark: c.view.issued,
-            used: c.view.used,
+            used: c.view.used / 1000,
         })
         .collect()
 }
@@ -198,7 +198,7 @@ mod tests {
                 start: Some(1),
                 issued,
                 reserved,
-                used: 7,
+                used: 7000,
                 flags: FLAG_LOGGED,
                 ..CounterView::default()
             },

@@ -107,7 +107,7 @@ fn json_row(out: &mut String, row: &Row) {
     out.push_str(",\"start\":");
     json_opt(out, v.start);
     out.push_str(",\"used\":");
-    json_opt(out, (v.used > 0).then_some(v.used));
+    json_opt(out, (v.used > 0).then_some(v.used / 1000));
     out.push('}');
 }
 

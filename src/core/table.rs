@@ -493,8 +493,8 @@ impl<'z> SharedZone<'z> {
         }
     }
 
-    /// Retires `key` if its life `gen` was last used before `cutoff` (unix
-    /// seconds): idle expiry. Returns its final view.
+    /// Retires `key` if its life `gen` was last used before `cutoff` (Unix
+    /// milliseconds): idle expiry. Returns its final view.
     pub fn expire(
         &self,
         key: &[u8],
@@ -593,7 +593,7 @@ impl<'z> SharedZone<'z> {
         dropped
     }
 
-    /// Keys whose last use was before `cutoff` (unix seconds).
+    /// Keys whose last use was before `cutoff` (Unix milliseconds).
     pub fn idle_keys(&self, cutoff: u64) -> Vec<(KeyBuf, Gen)> {
         self.keys()
             .filter(|(_, found)| found.counter.view().used < cutoff)

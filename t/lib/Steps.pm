@@ -1,0 +1,86 @@
+package Steps;
+
+# A scripted conversation with nginx after a block's own request, for what
+# pipelined requests cannot express (waiting between requests). Runs
+# through the documented add_response_body_check hook, so it works the same
+# under the real Test::Nginx and the project's fallback runner.
+#
+#   --- steps
+#   GET /t?k=a => 200 "1\n"
+#   sleep 2.2
+#   GET /pub?k=a => 404 /no such counter/
+#   POST /admin?key=a&next=5 => 200
+#
+# A step is METHOD URI => STATUS, optionally followed by the expected body,
+# exactly ("…", with \n) or as a regex (/…/); or `sleep SECONDS`. Every
+# request goes on a connection of its own; loopback only, with timeouts.
+
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use Test::More;
+use Test::Nginx::Socket;
+use Time::HiRes qw(sleep time);
+
+sub request {
+    my ($method, $uri) = @_;
+    my $port = Test::Nginx::Socket::server_port_for_client();
+    my $sock = IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 10,
+    ) or return ('', "connect: $!");
+    my $length = $method eq 'POST' ? "Content-Length: 0\r\n" : '';
+    print $sock "$method $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n$length\r\n";
+    my $raw = '';
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        my $rin = '';
+        vec($rin, fileno($sock), 1) = 1;
+        next unless select(my $rout = $rin, undef, undef, 0.1);
+        my $got = sysread($sock, my $chunk, 65536);
+        last unless $got;
+        $raw .= $chunk;
+    }
+    close $sock;
+    my ($status) = $raw =~ m{^HTTP/1\.\d (\d+)};
+    my $body = $raw =~ /\r\n\r\n(.*)\z/s ? $1 : '';
+    return ($status // '', $body);
+}
+
+sub check {
+    my ($block, $body, $req_idx, $repeated_req_idx, $dry_run) = @_;
+    my $steps = $block->steps;
+    return unless defined $steps;
+    my $name = $block->name;
+    my $requests = $block->pipelined_requests // $block->request;
+    my $count = ref $requests eq 'ARRAY' ? @$requests : 1;
+    return if $req_idx != $count - 1;
+    SKIP: {
+        skip "$name - steps skipped: $dry_run", 1 if $dry_run;
+        my $n = 0;
+        for my $line (split /\n/, $steps) {
+            next if $line =~ /^\s*(#|$)/;
+            $n++;
+            if ($line =~ /^\s*sleep\s+([\d.]+)\s*$/) {
+                my $slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 2 : 1;
+                sleep $1 * $slow;
+                next;
+            }
+            my ($method, $uri, $want_status, $want_body) =
+                $line =~ m{^\s*(\w+)\s+(\S+)\s*=>\s*(\d+)\s*(.*?)\s*$}
+                or die "$name: bad step \"$line\"";
+            my ($status, $got) = request($method, $uri);
+            is($status, $want_status, "$name - step $n: $method $uri status");
+            if ($want_body =~ m{^/(.*)/$}) {
+                like($got, qr/$1/, "$name - step $n: $method $uri body");
+            } elsif ($want_body =~ /^"(.*)"$/) {
+                (my $exact = $1) =~ s/\\n/\n/g;
+                is($got, $exact, "$name - step $n: $method $uri body");
+            }
+        }
+    }
+}
+
+Test::Nginx::Socket::add_response_body_check(\&check);
+
+1;
