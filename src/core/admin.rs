@@ -240,9 +240,18 @@ mod tests {
         );
     }
 
+    /// method, key, next, start, and the 400 message.
+    type BadCase<'a> = (
+        Method,
+        Option<&'a [u8]>,
+        Option<&'a [u8]>,
+        Option<&'a [u8]>,
+        &'a str,
+    );
+
     #[test]
     fn bad_requests_are_400_with_a_reason() {
-        let cases: &[(Method, Option<&[u8]>, Option<&[u8]>, Option<&[u8]>, &str)] = &[
+        let cases: &[BadCase] = &[
             (Method::Get, Some(b""), None, None, "empty key"),
             (Method::Get, Some(&[b'x'; 65]), None, None, "key too long"),
             (Method::Post, Some(b"k"), None, None, "POST needs next=N"),
