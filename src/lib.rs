@@ -11,6 +11,7 @@
 //!   `handler` (the HTTP handler).
 
 pub mod config;
+pub mod core;
 pub mod counter;
 pub mod response;
 pub mod siphash;
