@@ -17,5 +17,8 @@
 //! connection, then `take` batches from each [`batch::KeyQueue`]. Any
 //! [`resp::ProtocolError`] closes the connection and fails what is in flight.
 
+pub mod keys;
+pub mod reply;
 pub mod resp;
+pub mod scripts;
 pub mod url;
