@@ -17,6 +17,8 @@
 //! connection, then `take` batches from each [`batch::KeyQueue`]. Any
 //! [`resp::ProtocolError`] closes the connection and fails what is in flight.
 
+pub mod batch;
+pub mod handshake;
 pub mod keys;
 pub mod reply;
 pub mod resp;
