@@ -24,3 +24,6 @@ pub mod reply;
 pub mod resp;
 pub mod scripts;
 pub mod url;
+
+#[cfg(test)]
+mod live_tests;
