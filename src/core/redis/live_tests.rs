@@ -986,3 +986,60 @@ fn decimal_helpers_in_lua() {
         assert!(!is_count(bad), "{bad:?}");
     }
 }
+
+/// The scripts refuse bad arguments themselves, before writing anything.
+#[test]
+fn scripts_check_their_arguments() {
+    let Some((_server, mut client, info)) = setup() else {
+        return;
+    };
+    let keys = keyed("k");
+    let take_sha = info.scripts.take.as_bytes().to_vec();
+    let good: [&[u8]; 10] = [b"100", b"0", b"0", b"1", b"ab", b"", b"", b"0", b"0", b"1"];
+    let cases: [(usize, &[u8], &str); 9] = [
+        (0, b"x", "limit must be a count"),
+        (1, b"-1", "fence must be a count"),
+        (2, b"1000000000000000", "idle_ms is too large"),
+        (4, b"xyz", "epoch candidate"),
+        (6, b"01", "known_gen"),
+        (7, b"9223372036854775808", "floor must be a count"),
+        (8, b"2", "partial must be 0 or 1"),
+        (9, b"0", "a request count must be 1 to 1000000000"),
+        (9, b"1000000001", "a request count must be 1 to 1000000000"),
+    ];
+    for (at, bad, message) in cases {
+        let mut argv = good;
+        argv[at] = bad;
+        let mut command: Vec<&[u8]> = vec![
+            b"EVALSHA",
+            &take_sha,
+            b"3",
+            &keys.counter,
+            &keys.counter_meta,
+            &keys.zone_meta,
+        ];
+        command.extend(argv);
+        let reply = client.call(&command);
+        let e = TakeReply::parse(reply).unwrap_err();
+        assert!(
+            matches!(&e, ReplyError::Script(m) if m.contains(message)),
+            "{message}: {e}"
+        );
+    }
+    let mut command: Vec<&[u8]> = vec![
+        b"EVALSHA",
+        &take_sha,
+        b"3",
+        &keys.counter,
+        &keys.counter_meta,
+        &keys.zone_meta,
+    ];
+    command.extend(&good[..9]);
+    command.extend(std::iter::repeat_n(&b"1"[..], 1025));
+    let e = TakeReply::parse(client.call(&command)).unwrap_err();
+    assert!(
+        matches!(&e, ReplyError::Script(m) if m.contains("too many requests")),
+        "{e}"
+    );
+    assert_eq!(integer(client.call(&[b"DBSIZE"])), 0, "nothing written");
+}

@@ -23,6 +23,9 @@ end
 if #idle_ms > 15 then
   fail('idle_ms is too large')
 end
+if #ARGV - 9 > MAX_REQUESTS then
+  fail('too many requests in one batch')
+end
 local counts = {}
 for i = 10, #ARGV do
   local s = ARGV[i]
@@ -30,9 +33,6 @@ for i = 10, #ARGV do
     fail('a request count must be 1 to ' .. MAX_REQUEST)
   end
   counts[#counts + 1] = tonumber(s)
-end
-if #counts > MAX_REQUESTS then
-  fail('too many requests in one batch')
 end
 
 -- Read and check everything before the first write: a script is not rolled
