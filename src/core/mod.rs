@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod counter;
+pub mod redis;
 pub mod reserve;
 pub mod response;
 pub mod siphash;
