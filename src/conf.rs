@@ -3,6 +3,7 @@
 //! these, and this file reads nobody but the pure core and nginx.
 
 use core::ptr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use nginx_sys::{
@@ -12,7 +13,8 @@ use nginx_sys::{
 
 use ngx::http::{Merge, MergeConfigError};
 
-use crate::core::config::{Format, StatusFormat};
+use crate::core::config::{Format, RedisArgs, StatusFormat};
+use crate::core::redis::keys::ZoneKeys;
 use crate::core::table::{KeySlot, SharedZone, ZoneHeader, ZoneLock};
 
 /// One zone, declared by `ticket_zone` or only named by a `zone=` so far;
@@ -33,6 +35,11 @@ pub struct ZoneConf {
     pub durable: Option<DurableConf>,
     /// `idle=`: keys not used for this many milliseconds are retired.
     pub idle: Option<u64>,
+    /// `redis=`: the zone's counters live in Redis.
+    pub redis: Option<RedisConf>,
+    /// What the locations that use the zone ask of it, checked once the
+    /// zone is known (a Redis zone takes no `start=`/`max=` past 2^63-1).
+    pub uses: Vec<ZoneUse>,
     /// The cycle this zone belongs to (the global `ngx_cycle` is still the
     /// previous one while zones are initialised).
     pub cycle: *mut ngx_cycle_t,
@@ -55,6 +62,8 @@ impl ZoneConf {
             carry_from: None,
             durable: None,
             idle: None,
+            redis: None,
+            uses: Vec::new(),
             cycle,
         }
     }
@@ -63,6 +72,32 @@ impl ZoneConf {
     pub fn shared(&self) -> Option<SharedZone<'_>> {
         self.memory.as_ref().and_then(ZoneMemory::shared)
     }
+}
+
+/// `redis=URL …` of one zone.
+pub struct RedisConf {
+    pub args: RedisArgs,
+    /// Resolved at configuration time, as nginx resolves upstream servers.
+    pub addr: SocketAddr,
+    pub keys: ZoneKeys,
+}
+
+impl RedisConf {
+    /// Lease mode (`lease=N`) rather than strict.
+    pub fn lease(&self) -> Option<u64> {
+        self.args.lease
+    }
+}
+
+/// One location's use of a zone.
+pub struct ZoneUse {
+    pub start: u64,
+    pub max: Option<u64>,
+    /// `ticket_variable` (which cannot wait).
+    pub variable: bool,
+    /// `FILE:LINE` and the directive, for errors.
+    pub place: String,
+    pub directive: &'static str,
 }
 
 /// Where a zone's layout lives in shared memory.

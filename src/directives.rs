@@ -17,8 +17,12 @@ use ngx::core::{Pool, Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
-use crate::conf::{AdminConf, CounterConf, LocConf, MainConf, StatusConf, ZoneConf, UNSET_LEVEL};
-use crate::core::config::{self, ConfError, CounterArgs};
+use crate::conf::{
+    AdminConf, CounterConf, LocConf, MainConf, RedisConf, StatusConf, ZoneConf, ZoneUse,
+    UNSET_LEVEL,
+};
+use crate::core::config::{self, ConfError, CounterArgs, RedisArgs, REDIS_MAX_TICKET};
+use crate::core::redis::keys::ZoneKeys;
 use crate::core::table::KEY_MAX;
 use crate::module::{ngx_http_ticket_module, TicketModule};
 
@@ -149,6 +153,13 @@ pub extern "C" fn ticket_zone(
         },
         None => None,
     };
+    let redis = match args.redis {
+        Some(redis) => match redis_conf(redis, args.name) {
+            Ok(redis) => Some(redis),
+            Err(err) => return conf_error(cf, err),
+        },
+        None => None,
+    };
     let Ok(zone) = zone_entry(cf_ref, args.name, args.size) else {
         return NGX_CONF_ERROR;
     };
@@ -156,7 +167,34 @@ pub extern "C" fn ticket_zone(
     let zone = unsafe { &mut *zone };
     zone.durable = durable;
     zone.idle = args.idle;
+    zone.redis = redis;
     NGX_CONF_OK
+}
+
+/// Resolves a Redis zone's host now, as nginx resolves upstream servers:
+/// a name that does not resolve stops `nginx -t`.
+fn redis_conf(args: RedisArgs, zone: &str) -> Result<RedisConf, ConfError> {
+    use std::net::ToSocketAddrs;
+    let url = &args.url;
+    let addr = match url.ip_addr() {
+        Some(ip) => std::net::SocketAddr::new(ip, url.port),
+        None => (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                ConfError(format!(
+                    "host not found in redis URL \"{}\" in \"ticket_zone\" directive",
+                    url.redacted()
+                ))
+            })?,
+    };
+    let keys = ZoneKeys::new(&args.prefix, zone).ok_or_else(|| {
+        ConfError(format!(
+            "invalid zone name \"{zone}\" for \"redis=\" in \"ticket_zone\" directive"
+        ))
+    })?;
+    Ok(RedisConf { args, addr, keys })
 }
 
 /// Compiles `key=VALUE` (which may hold variables); a key without variables
@@ -210,6 +248,15 @@ fn counter_conf(
     };
     let zone = refer_to_zone(cf, args.zone, directive)
         .map_err(|()| ConfError(format!("invalid zone in \"{directive}\" directive")))?;
+    let place = position(cf);
+    // SAFETY: a zone record from the cycle's pool.
+    unsafe { &mut *zone }.uses.push(ZoneUse {
+        start: args.start,
+        max: args.max,
+        variable: directive == "ticket_variable",
+        place,
+        directive,
+    });
     Ok(CounterConf {
         zone,
         key,
@@ -394,6 +441,35 @@ pub fn check_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
                 directive,
                 place
             );
+            return NGX_CONF_ERROR;
+        }
+    }
+    for zone in &zones {
+        let Some(redis) = zone.redis.as_ref() else {
+            continue;
+        };
+        for used in &zone.uses {
+            let big = if used.start > REDIS_MAX_TICKET {
+                Some(format!("start={}", used.start))
+            } else {
+                used.max
+                    .filter(|&max| max > REDIS_MAX_TICKET)
+                    .map(|max| format!("max={max}"))
+            };
+            let why = match big {
+                Some(value) => format!(
+                    "invalid value \"{value}\" in \"{}\" directive: zone \"{}\" keeps its \
+                     counters in Redis, whose integers end at {REDIS_MAX_TICKET}",
+                    used.directive, zone.name
+                ),
+                None if used.variable && redis.lease().is_none() => format!(
+                    "\"ticket_variable\" cannot use zone \"{}\": a variable cannot wait for \
+                     Redis; give the zone \"lease=\"",
+                    zone.name
+                ),
+                None => continue,
+            };
+            ngx::ngx_log_error!(NGX_LOG_EMERG, cf_ref.log, "{why} in {}", used.place);
             return NGX_CONF_ERROR;
         }
     }

@@ -35,6 +35,8 @@ mod module;
 #[cfg(not(test))]
 mod process;
 #[cfg(not(test))]
+mod redis;
+#[cfg(not(test))]
 mod sweep;
 #[cfg(not(test))]
 mod take;

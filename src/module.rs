@@ -132,6 +132,7 @@ extern "C" fn ticket_init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     crate::wait::start_worker(cycle, TicketModule::module().ctx_index);
     if let Some(main) = TicketModule::main_conf(cycle) {
         crate::sweep::start_worker(main, cycle);
+        crate::redis::start_worker(main, cycle);
     }
     Status::NGX_OK.into()
 }
@@ -151,6 +152,7 @@ extern "C" fn ticket_exit_master(cycle: *mut ngx_cycle_t) {
 /// A worker exits. Without a master (`master_process off`) the single
 /// process is also the last one: it records the exact counts itself.
 extern "C" fn ticket_exit_process(cycle: *mut ngx_cycle_t) {
+    crate::redis::stop_worker();
     crate::wait::stop_worker();
     crate::durable::stop_worker();
     crate::sweep::stop_worker();

@@ -6,7 +6,7 @@ use nginx_sys::{ngx_log_t, ngx_uint_t, NGX_HTTP_INTERNAL_SERVER_ERROR};
 use ngx::ngx_log_error;
 
 use crate::conf::{CounterConf, ZoneConf};
-use crate::core::counter::{Ask, Counter, Gen, Take};
+use crate::core::counter::{Ask, Counter, Gen, Take, FLAG_DRAINED};
 use crate::core::table::{KeyError, Lookup, SharedZone, KEY_MAX};
 
 /// A response other than a ticket.
@@ -21,7 +21,11 @@ pub enum Refusal {
     NoSuchCounter,
     /// A durable counter's reservation did not reach the disk in time.
     NotSaved,
+    /// Redis could not be asked, or did not answer in time.
+    Unavailable,
     Failed,
+    /// Not an answer: the key's existence is Redis's to tell.
+    AskRedis,
 }
 
 impl Refusal {
@@ -30,8 +34,10 @@ impl Refusal {
             Refusal::BadCount | Refusal::EmptyKey | Refusal::LongKey => 400,
             Refusal::NoSuchCounter => 404,
             Refusal::SoldOut => 410,
-            Refusal::ZoneFull | Refusal::TryAgain => 503,
-            Refusal::NotSaved | Refusal::Failed => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+            Refusal::ZoneFull | Refusal::TryAgain | Refusal::Unavailable => 503,
+            Refusal::NotSaved | Refusal::Failed | Refusal::AskRedis => {
+                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t
+            }
         }
     }
 
@@ -45,7 +51,8 @@ impl Refusal {
             Refusal::TryAgain => "try again\n",
             Refusal::NoSuchCounter => "no such counter\n",
             Refusal::NotSaved => "ticket state not saved\n",
-            Refusal::Failed => "internal error\n",
+            Refusal::Unavailable => "ticket authority unavailable\n",
+            Refusal::Failed | Refusal::AskRedis => "internal error\n",
         }
     }
 }
@@ -55,6 +62,13 @@ impl Refusal {
 pub enum Wait {
     /// A durable counter's next reservation is not on disk yet.
     Reservation,
+    /// A Redis zone (strict): every ticket comes from Redis.
+    Authority,
+    /// A Redis zone in lease mode whose lease is used up.
+    Lease,
+    /// `create=off` on a Redis zone, for a key this nginx does not know:
+    /// whether Redis has it decides.
+    Exists,
 }
 
 /// What a take gives.
@@ -106,6 +120,7 @@ fn counter_for<'z>(
             shared.create(key, conf.start, now, 0, lock)
         }
         Lookup::Busy => return Err(Refusal::TryAgain),
+        Lookup::Absent if !conf.create && zone.redis.is_some() => return Err(Refusal::AskRedis),
         Lookup::Absent if !conf.create => return Err(Refusal::NoSuchCounter),
         Lookup::Absent => shared.create(key, conf.start, now, 0, lock),
     };
@@ -138,11 +153,12 @@ pub fn take(
         return Outcome::Refused(Refusal::Failed);
     };
     let now = crate::process::unix_msec();
+    let lease = zone.redis.as_ref().and_then(|r| r.lease());
     let ask = Ask {
         start: conf.start,
         count,
         max: conf.max,
-        gated: zone.durable.is_some(),
+        gated: zone.durable.is_some() || lease.is_some(),
         now,
     };
     for _ in 0..STALE_RETRIES {
@@ -150,9 +166,16 @@ pub fn take(
             None => (shared.default_counter(), 0, true),
             Some(key) => match counter_for(zone, &shared, key, conf, now, log, level) {
                 Ok((counter, gen)) => (counter, gen, false),
+                Err(Refusal::AskRedis) => return Outcome::Wait(Wait::Exists),
                 Err(refusal) => return Outcome::Refused(refusal),
             },
         };
+        if zone.redis.is_some() && lease.is_none() {
+            // Strict: the counter here only keeps what this nginx handed
+            // out (for the guard and the status page).
+            counter.first_ticket(conf.start);
+            return Outcome::Wait(Wait::Authority);
+        }
         let taken = if fast {
             counter.take_fast(gen, &ask)
         } else {
@@ -162,6 +185,11 @@ pub fn take(
             Take::Tickets { first, count } => {
                 if zone.durable.is_some() {
                     crate::durable::after_take(zone, counter);
+                }
+                if let Some(lease) = lease {
+                    if counter.running_low((lease / 2).max(1)) {
+                        crate::redis::refill(zone, key, conf.start, conf.max);
+                    }
                 }
                 return Outcome::Tickets { first, count };
             }
@@ -186,6 +214,12 @@ pub fn take(
                         continue;
                     }
                 }
+                if lease.is_some() {
+                    if counter.view().flags & FLAG_DRAINED != 0 {
+                        return Outcome::Refused(Refusal::SoldOut);
+                    }
+                    return Outcome::Wait(Wait::Lease);
+                }
                 return Outcome::Wait(Wait::Reservation);
             }
             Take::Stale if shared.is_closed() => return Outcome::Refused(Refusal::TryAgain),
@@ -193,6 +227,18 @@ pub fn take(
         }
     }
     Outcome::Refused(Refusal::TryAgain)
+}
+
+/// Makes the local counter of a key Redis has (for `create=off`).
+pub fn adopt_remote_key(zone: &ZoneConf, key: &[u8], start: u64) -> Result<(), Refusal> {
+    let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) else {
+        return Err(Refusal::Failed);
+    };
+    match shared.create(key, start, crate::process::unix_msec(), 0, lock) {
+        Ok(_) => Ok(()),
+        Err(KeyError::Full) => Err(Refusal::ZoneFull),
+        Err(_) => Err(Refusal::TryAgain),
+    }
 }
 
 /// When each zone last logged that it is full, in this worker.

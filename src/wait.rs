@@ -124,6 +124,8 @@ impl WaitList {
 /// Every request parked in this worker, and the watch for shutdown.
 struct Worker {
     all: ngx_queue_t,
+    /// Requests that are woken one by one (each by its own reply).
+    solo: Box<WaitList>,
     parked: usize,
     watch: ngx_event_t,
     /// This module's slot in `r->ctx`, where a parked request finds itself.
@@ -150,6 +152,7 @@ pub fn start_worker(cycle: &ngx_cycle_t, ctx_index: usize) {
     unsafe {
         let state = Box::into_raw(Box::new(Worker {
             all: core::mem::zeroed(),
+            solo: WaitList::new(),
             parked: 0,
             watch: core::mem::zeroed(),
             ctx_index,
@@ -264,6 +267,22 @@ pub fn park(
         main.set_count(main.count() + 1);
         Ok(Handle(parked))
     }
+}
+
+/// Parks `r` to be woken on its own through its [`Handle`] (a reply for
+/// it), as [`park`] does otherwise.
+pub fn park_alone(
+    r: &mut ngx_http_request_t,
+    deadline: ngx_msec_t,
+    kind: &'static WaitKind,
+    ctx: *mut c_void,
+) -> Result<Handle, ngx_int_t> {
+    let Some(state) = worker() else {
+        return Err(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+    };
+    let list: *mut WaitList = &mut *state.solo;
+    // SAFETY: the list is boxed in the worker state, which outlives parks.
+    park(r, unsafe { &mut *list }, deadline, kind, ctx)
 }
 
 /// Wakes one parked request (a reply for it arrived). A handle whose

@@ -10,7 +10,7 @@ use crate::core::status::display_key;
 use crate::core::table::KEY_MAX;
 
 /// What an admin request asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// `GET`: the counter as it is.
     Show,

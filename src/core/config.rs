@@ -7,6 +7,8 @@
 
 use core::fmt;
 
+use crate::core::redis::url::RedisUrl;
+
 /// Smallest zone we accept: 8 pages, as nginx's own zone-based modules require.
 pub const MIN_ZONE_SIZE: usize = 8 * 4096;
 /// The zone `ticket_counter` uses when no `zone=` is given.
@@ -125,7 +127,34 @@ pub fn parse_msec(text: &str) -> Option<u64> {
     Some(total_ms)
 }
 
-/// `ticket_zone NAME:SIZE [state=PATH] [reserve=N] [idle=TIME];`
+/// `redis=URL [redis_timeout=TIME] [redis_prefix=STRING] [redis_replicas=N]
+/// [lease=N] [fence=N]` of a `ticket_zone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisArgs {
+    pub url: RedisUrl,
+    /// Connect and reply timeout.
+    pub timeout_ms: u64,
+    pub prefix: Vec<u8>,
+    /// `WAIT` for this many replicas after each batch.
+    pub replicas: u32,
+    /// Lease mode: numbers taken this many at a time into the zone.
+    pub lease: Option<u64>,
+    /// How far counters skip ahead after Redis restarted or failed over.
+    pub fence: u64,
+}
+
+/// Default of `redis_timeout=`.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 1000;
+/// Default of `fence=`.
+pub const DEFAULT_FENCE: u64 = 10_000;
+/// Largest `lease=` and `fence=`.
+pub const MAX_LEASE: u64 = 1_000_000_000;
+/// Largest `redis_replicas=`.
+pub const MAX_REPLICAS: u32 = 64;
+/// Redis integers are signed 64-bit: the largest ticket of a Redis zone.
+pub const REDIS_MAX_TICKET: u64 = i64::MAX as u64;
+
+/// `ticket_zone NAME:SIZE [state=PATH] [reserve=N] [idle=TIME] [redis=URL …];`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneArgs<'a> {
     pub name: &'a str,
@@ -134,6 +163,38 @@ pub struct ZoneArgs<'a> {
     pub reserve: u64,
     /// Milliseconds a key may stay unused before it is retired.
     pub idle: Option<u64>,
+    pub redis: Option<RedisArgs>,
+}
+
+const ZONE_PARAMS: &[&str] = &[
+    "state",
+    "reserve",
+    "idle",
+    "redis",
+    "redis_timeout",
+    "redis_prefix",
+    "redis_replicas",
+    "lease",
+    "fence",
+];
+
+const REDIS_ONLY: &[&str] = &[
+    "redis_timeout",
+    "redis_prefix",
+    "redis_replicas",
+    "lease",
+    "fence",
+];
+
+fn between(directive: &str, word: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfError> {
+    let n = parse_u64(directive, word, value)?;
+    if n < min || n > max {
+        return Err(ConfError(format!(
+            "invalid value \"{word}\" in \"{directive}\" directive, \
+             it must be between {min} and {max}"
+        )));
+    }
+    Ok(n)
 }
 
 pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError> {
@@ -169,9 +230,50 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
         state: None,
         reserve: DEFAULT_RESERVE,
         idle: None,
+        redis: None,
     };
-    for (param, value, word) in named_params(DIRECTIVE, params, &["state", "reserve", "idle"])? {
+    let mut redis_url = None;
+    // Filled in as the parameters come; `url` is replaced by `redis=`'s.
+    let mut redis = RedisArgs {
+        url: RedisUrl {
+            user: None,
+            password: None,
+            host: String::new(),
+            port: 0,
+            db: 0,
+        },
+        timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
+        prefix: crate::core::redis::keys::DEFAULT_PREFIX.to_vec(),
+        replicas: 0,
+        lease: None,
+        fence: DEFAULT_FENCE,
+    };
+    for (param, value, word) in named_params(DIRECTIVE, params, ZONE_PARAMS)? {
         match param {
+            "redis" => {
+                redis_url = Some(RedisUrl::parse(value).map_err(|err| ConfError(err.0))?);
+            }
+            "redis_timeout" => match parse_msec(value) {
+                Some(ms) if (1..=3_600_000).contains(&ms) => redis.timeout_ms = ms,
+                _ => {
+                    return Err(ConfError(format!(
+                        "invalid value \"{word}\" in \"{DIRECTIVE}\" directive, \
+                         it must be a time between 1ms and 1h"
+                    )))
+                }
+            },
+            "redis_prefix" => {
+                if value.len() > 64 || value.bytes().any(|b| b.is_ascii_control()) {
+                    return Err(invalid_value(DIRECTIVE, word));
+                }
+                redis.prefix = value.as_bytes().to_vec();
+            }
+            "redis_replicas" => {
+                redis.replicas =
+                    between(DIRECTIVE, word, value, 0, u64::from(MAX_REPLICAS))? as u32;
+            }
+            "lease" => redis.lease = Some(between(DIRECTIVE, word, value, 1, MAX_LEASE)?),
+            "fence" => redis.fence = between(DIRECTIVE, word, value, 0, MAX_LEASE)?,
             "state" if value.is_empty() => return Err(invalid_value(DIRECTIVE, word)),
             "state" => args.state = Some(value),
             "idle" => match parse_msec(value) {
@@ -198,6 +300,36 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
         return Err(ConfError(format!(
             "\"reserve=\" needs \"state=\" in \"{DIRECTIVE}\" directive"
         )));
+    }
+    match redis_url {
+        Some(url) => {
+            if args.state.is_some() {
+                return Err(ConfError(format!(
+                    "\"state=\" and \"redis=\" cannot be combined in \"{DIRECTIVE}\" directive: \
+                     Redis keeps the counters"
+                )));
+            }
+            if !crate::core::redis::keys::valid_zone_name(name) {
+                return Err(ConfError(format!(
+                    "invalid zone name \"{name}\" for \"redis=\" in \"{DIRECTIVE}\" directive, \
+                     only letters, digits, \"_\", \".\" and \"-\""
+                )));
+            }
+            redis.url = url;
+            args.redis = Some(redis);
+        }
+        None => {
+            if let Some(word) = params.iter().find(|w| {
+                REDIS_ONLY
+                    .iter()
+                    .any(|p| w.split_once('=').is_some_and(|(n, _)| n == *p))
+            }) {
+                let name = word.split_once('=').map_or(*word, |(n, _)| n);
+                return Err(ConfError(format!(
+                    "\"{name}=\" needs \"redis=\" in \"{DIRECTIVE}\" directive"
+                )));
+            }
+        }
     }
     Ok(args)
 }
@@ -480,6 +612,68 @@ mod tests {
             err,
             "duplicate parameter \"state=\" in \"ticket_zone\" directive"
         );
+    }
+
+    #[test]
+    fn zone_redis() {
+        let args = parse_zone_args(&[
+            "t:1m",
+            "redis=redis://:secret@127.0.0.1:6380/2",
+            "redis_timeout=200ms",
+            "redis_prefix=app:",
+            "redis_replicas=1",
+            "lease=500",
+            "fence=20000",
+        ])
+        .unwrap();
+        let redis = args.redis.unwrap();
+        assert_eq!(redis.url.port, 6380);
+        assert_eq!(redis.timeout_ms, 200);
+        assert_eq!(redis.prefix, b"app:");
+        assert_eq!(
+            (redis.replicas, redis.lease, redis.fence),
+            (1, Some(500), 20_000)
+        );
+        let defaults = parse_zone_args(&["t:1m", "redis=redis://h"])
+            .unwrap()
+            .redis
+            .unwrap();
+        assert_eq!(defaults.prefix, b"ticket:");
+        assert_eq!(
+            (defaults.timeout_ms, defaults.fence, defaults.lease),
+            (1000, 10_000, None)
+        );
+        let err = parse_zone_args(&["t:1m", "redis=redis://u:hunter2@h:0"])
+            .unwrap_err()
+            .0;
+        assert!(err.contains("\"ticket_zone\""), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        for (words, message) in [
+            (
+                &["t:1m", "lease=5"][..],
+                "\"lease=\" needs \"redis=\" in \"ticket_zone\" directive",
+            ),
+            (
+                &["t:1m", "redis=redis://h", "state=/x"][..],
+                "cannot be combined",
+            ),
+            (
+                &["t.x!:1m", "redis=redis://h"][..],
+                "invalid zone name \"t.x!\"",
+            ),
+            (&["t:1m", "redis=redis://h", "lease=0"][..], "between 1 and"),
+            (
+                &["t:1m", "redis=redis://h", "redis_timeout=0"][..],
+                "between 1ms and 1h",
+            ),
+            (
+                &["t:1m", "redis=redis://h", "redis_replicas=65"][..],
+                "between 0 and 64",
+            ),
+        ] {
+            let err = parse_zone_args(words).unwrap_err().0;
+            assert!(err.contains(message), "{words:?}: {err}");
+        }
     }
 
     #[test]

@@ -58,6 +58,9 @@ fn word_of(gen: Gen, count: u64) -> u64 {
 /// A life that is not, while the file holds this instance's mark for its
 /// key, is a restart (the key was retired here): it starts afresh.
 pub const FLAG_LOGGED: u64 = 1;
+/// `flags`: Redis has no more numbers for this life (its `max=` or the
+/// 2^63-1 ceiling was reached elsewhere): a lease that runs out is sold out.
+pub const FLAG_DRAINED: u64 = 2;
 
 /// A counter cell. `#[repr(C)]`: laid out in shared memory that every worker
 /// maps, and across reloads of the same module build.
@@ -364,6 +367,23 @@ impl Counter {
         }
     }
 
+    /// Sets the count (keeping the generation): a Redis counter whose life
+    /// changed there starts its floor anew.
+    pub fn set_issued(&self, count: u64) {
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            match self.word.compare_exchange_weak(
+                word,
+                word_of(gen_of(word), count.min(MAX_COUNT)),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => word = now,
+            }
+        }
+    }
+
     /// Counts already issued are covered, trivially: a block may continue
     /// from them (a zone that becomes durable, or restored onto).
     pub fn cover_issued(&self) {
@@ -442,6 +462,24 @@ impl Counter {
         let hi = self.pending_hi.load(Ordering::Relaxed);
         (hi > self.reserved.load(Ordering::Acquire))
             .then(|| (self.pending_lo.load(Ordering::Relaxed), hi))
+    }
+
+    /// Starts over with the block `[lo, hi)` (a Redis counter began a new
+    /// life): takers are held off while the count moves. Call under the
+    /// zone's lock.
+    pub fn replace_block(&self, lo: u64, hi: u64) {
+        self.reserved.store(0, Ordering::Release);
+        self.clear_pending();
+        self.set_issued(lo);
+        self.reserved.store(hi, Ordering::Release);
+    }
+
+    /// Drops what is left of the current and pending blocks (a Redis
+    /// counter was moved past them). Call under the zone's lock.
+    pub fn drop_lease(&self) {
+        self.clear_pending();
+        let issued = count_of(self.word.load(Ordering::Acquire));
+        self.reserved.store(issued, Ordering::Release);
     }
 
     /// When the current block cannot serve `need` more counts, moves the
@@ -661,6 +699,20 @@ mod tests {
         assert_eq!(c.add_block(0, 10), Block::Extended);
         assert_eq!(c.view().reserved, 20);
         assert_eq!(c.view().pending, None);
+    }
+
+    #[test]
+    fn blocks_start_over_or_drop() {
+        let c = Counter::default();
+        c.begin_life(0, 1, 0, 0);
+        c.add_block(0, 100);
+        tickets(c.take(0, &gated(10)));
+        c.replace_block(3, 8);
+        assert_eq!(tickets(c.take(0, &gated(5))), (4, 5));
+        assert_eq!(c.take(0, &gated(1)), Take::Unreserved);
+        c.add_block(8, 20);
+        c.drop_lease();
+        assert_eq!(c.take(0, &gated(1)), Take::Unreserved);
     }
 
     #[test]

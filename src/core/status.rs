@@ -27,6 +27,25 @@ pub struct ZoneInfo {
     pub keys: u64,
     /// Keys retired after being idle.
     pub expired: u64,
+    /// A Redis zone's authority and how talking to it went.
+    pub redis: Option<RedisInfo>,
+}
+
+/// A Redis zone on the status page (never its password).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisInfo {
+    pub authority: String,
+    /// "strict" or "lease".
+    pub mode: &'static str,
+    /// Workers whose connection is up, of the workers that have one.
+    pub connected: u64,
+    pub workers: u64,
+    pub batches: u64,
+    pub tickets: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub fences: u64,
+    pub repairs: u64,
 }
 
 /// One counter: `key` is `None` for the zone's default counter.
@@ -34,6 +53,8 @@ pub struct ZoneInfo {
 pub struct Row {
     pub key: Option<Vec<u8>>,
     pub view: CounterView,
+    /// Lease mode: numbers this nginx holds and has not handed out.
+    pub lease: Option<u64>,
 }
 
 /// Where the page's data comes from.
@@ -102,6 +123,9 @@ fn json_row(out: &mut String, row: &Row) {
     }
     out.push_str(",\"last\":");
     json_opt(out, v.last());
+    if let Some(lease) = row.lease {
+        let _ = write!(out, ",\"lease\":{lease}");
+    }
     out.push_str(",\"max\":");
     json_opt(out, v.max);
     out.push_str(",\"start\":");
@@ -109,6 +133,26 @@ fn json_row(out: &mut String, row: &Row) {
     out.push_str(",\"used\":");
     json_opt(out, (v.used > 0).then_some(v.used / 1000));
     out.push('}');
+}
+
+fn json_redis(out: &mut String, r: &RedisInfo) {
+    out.push_str(",\"redis\":{\"authority\":");
+    json_string(out, &r.authority);
+    let _ = write!(
+        out,
+        ",\"batches\":{},\"connected\":{},\"errors\":{},\"fences\":{},\"mode\":\"{}\",\
+         \"repairs\":{},\"tickets\":{},\"tickets_per_batch\":{},\"timeouts\":{},\"workers\":{}}}",
+        r.batches,
+        r.connected,
+        r.errors,
+        r.fences,
+        r.mode,
+        r.repairs,
+        r.tickets,
+        r.tickets.checked_div(r.batches).unwrap_or(0),
+        r.timeouts,
+        r.workers
+    );
 }
 
 /// Escapes a label value as the exposition format requires.
@@ -130,27 +174,33 @@ struct CounterFamily {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    value: fn(&CounterView) -> Option<u64>,
+    value: fn(&Row) -> Option<u64>,
 }
 
-const COUNTER_FAMILIES: [CounterFamily; 3] = [
+const COUNTER_FAMILIES: [CounterFamily; 4] = [
     CounterFamily {
         name: "ticket_issued_total",
         kind: "counter",
         help: "Tickets issued by the counter.",
-        value: |v| Some(v.issued),
+        value: |r| Some(r.view.issued),
     },
     CounterFamily {
         name: "ticket_last",
         kind: "gauge",
         help: "The last ticket issued by the counter.",
-        value: CounterView::last,
+        value: |r| r.view.last(),
     },
     CounterFamily {
         name: "ticket_max",
         kind: "gauge",
         help: "The supply limit (max=) of the counter.",
-        value: |v| v.max,
+        value: |r| r.view.max,
+    },
+    CounterFamily {
+        name: "ticket_lease_left",
+        kind: "gauge",
+        help: "Numbers this nginx holds from Redis and has not handed out.",
+        value: |r| r.lease,
     },
 ];
 
@@ -159,33 +209,75 @@ struct ZoneFamily {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    value: fn(&ZoneInfo) -> u64,
+    value: fn(&ZoneInfo) -> Option<u64>,
 }
 
-const ZONE_FAMILIES: [ZoneFamily; 4] = [
+const ZONE_FAMILIES: [ZoneFamily; 11] = [
     ZoneFamily {
         name: "ticket_zone_capacity_keys",
         kind: "gauge",
         help: "Keys the zone can hold.",
-        value: |z| z.capacity,
+        value: |z| Some(z.capacity),
     },
     ZoneFamily {
         name: "ticket_zone_keys",
         kind: "gauge",
         help: "Keys the zone holds.",
-        value: |z| z.keys,
+        value: |z| Some(z.keys),
     },
     ZoneFamily {
         name: "ticket_zone_expired_keys_total",
         kind: "counter",
         help: "Keys retired after being idle.",
-        value: |z| z.expired,
+        value: |z| Some(z.expired),
     },
     ZoneFamily {
         name: "ticket_zone_size_bytes",
         kind: "gauge",
         help: "Shared memory size of the zone.",
-        value: |z| z.size as u64,
+        value: |z| Some(z.size as u64),
+    },
+    ZoneFamily {
+        name: "ticket_redis_connected_workers",
+        kind: "gauge",
+        help: "Workers whose connection to the zone's Redis is up.",
+        value: |z| z.redis.as_ref().map(|r| r.connected),
+    },
+    ZoneFamily {
+        name: "ticket_redis_batches_total",
+        kind: "counter",
+        help: "Commands sent to Redis for tickets (batches and leases).",
+        value: |z| z.redis.as_ref().map(|r| r.batches),
+    },
+    ZoneFamily {
+        name: "ticket_redis_tickets_total",
+        kind: "counter",
+        help: "Tickets asked of Redis.",
+        value: |z| z.redis.as_ref().map(|r| r.tickets),
+    },
+    ZoneFamily {
+        name: "ticket_redis_errors_total",
+        kind: "counter",
+        help: "Connections to Redis lost or refused.",
+        value: |z| z.redis.as_ref().map(|r| r.errors),
+    },
+    ZoneFamily {
+        name: "ticket_redis_timeouts_total",
+        kind: "counter",
+        help: "Connections to Redis closed after a reply timeout.",
+        value: |z| z.redis.as_ref().map(|r| r.timeouts),
+    },
+    ZoneFamily {
+        name: "ticket_redis_fences_total",
+        kind: "counter",
+        help: "Counters fenced after Redis restarted or failed over.",
+        value: |z| z.redis.as_ref().map(|r| r.fences),
+    },
+    ZoneFamily {
+        name: "ticket_redis_repairs_total",
+        kind: "counter",
+        help: "Counters Redis had below what this nginx handed out, raised past it.",
+        value: |z| z.redis.as_ref().map(|r| r.repairs),
     },
 ];
 
@@ -273,9 +365,13 @@ impl Page {
                             if let Some(info) = self.zones.get(zone) {
                                 let _ = write!(
                                     out,
-                                    "],\"expired\":{},\"keys\":{},\"size\":{}}}",
-                                    info.expired, info.keys, info.size
+                                    "],\"expired\":{},\"keys\":{}",
+                                    info.expired, info.keys
                                 );
+                                if let Some(redis) = &info.redis {
+                                    json_redis(&mut out, redis);
+                                }
+                                let _ = write!(out, ",\"size\":{}}}", info.size);
                             }
                             self.json_zone(&mut out, zone + 1)
                         }
@@ -288,7 +384,7 @@ impl Page {
                     let f = &COUNTER_FAMILIES[family];
                     let zone_name = self.zones.get(zone).map_or("", |z| z.name.as_str());
                     for row in &rows {
-                        if let Some(value) = (f.value)(&row.view) {
+                        if let Some(value) = (f.value)(row) {
                             let key = row.key.as_deref().map(display_key).unwrap_or_default();
                             let _ = writeln!(
                                 out,
@@ -311,14 +407,21 @@ impl Page {
                 }
                 Stage::PromZones => {
                     for f in &ZONE_FAMILIES {
+                        let samples: Vec<(&ZoneInfo, u64)> = self
+                            .zones
+                            .iter()
+                            .filter_map(|z| (f.value)(z).map(|v| (z, v)))
+                            .collect();
+                        if samples.is_empty() {
+                            continue;
+                        }
                         family_header(&mut out, f.name, f.kind, f.help);
-                        for zone in &self.zones {
+                        for (zone, value) in samples {
                             let _ = writeln!(
                                 out,
-                                "{}{{zone=\"{}\"}} {}",
+                                "{}{{zone=\"{}\"}} {value}",
                                 f.name,
-                                label(&zone.name),
-                                (f.value)(zone)
+                                label(&zone.name)
                             );
                         }
                     }
@@ -412,15 +515,26 @@ mod tests {
                 capacity: 7000,
                 keys: 1,
                 expired: 2,
+                redis: Some(RedisInfo {
+                    authority: "redis://10.0.0.5:6379/0".into(),
+                    mode: "lease",
+                    connected: 2,
+                    workers: 2,
+                    batches: 4,
+                    tickets: 40,
+                    ..RedisInfo::default()
+                }),
             },
             vec![
                 Row {
                     key: None,
                     view: view(1, 5, None),
+                    lease: None,
                 },
                 Row {
                     key: Some(b"gala \"A\"\\".to_vec()),
                     view: view(10, 0, Some(20)),
+                    lease: Some(7),
                 },
             ],
         )])
@@ -453,6 +567,9 @@ mod tests {
             assert_eq!(zone["counters"][1]["key"], "gala \"A\"\\\\");
             assert_eq!(zone["counters"][1]["last"], serde_json::Value::Null);
             assert_eq!(zone["counters"][1]["max"], 20);
+            assert_eq!(zone["counters"][1]["lease"], 7);
+            assert_eq!(zone["redis"]["authority"], "redis://10.0.0.5:6379/0");
+            assert_eq!(zone["redis"]["tickets_per_batch"], 10);
         }
     }
 
@@ -486,6 +603,8 @@ mod tests {
             assert!(text.contains("ticket_max{zone=\"z\",key=\"gala \\\"A\\\"\\\\\\\\\"} 20\n"));
             assert!(text.contains("ticket_zone_capacity_keys{zone=\"z\"} 7000\n"));
             assert!(text.contains("ticket_zone_expired_keys_total{zone=\"z\"} 2\n"));
+            assert!(text.contains("ticket_redis_connected_workers{zone=\"z\"} 2\n"));
+            assert!(text.contains("ticket_lease_left{zone=\"z\",key=\"gala"));
             assert_eq!(text.matches("# TYPE ticket_last").count(), 1);
             assert!(text.ends_with('\n'));
         }

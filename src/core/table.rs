@@ -35,7 +35,7 @@ const KEY_WORDS: usize = KEY_MAX / 8;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXTICKT");
 /// Bump when the shared layout changes: a reload must not reuse a zone laid
 /// out by another build.
-const LAYOUT_VERSION: u64 = 3;
+const LAYOUT_VERSION: u64 = 4;
 
 /// Keys may fill at most this share of the table (in 1/256ths): past it,
 /// linear probing chains grow long.
@@ -89,11 +89,72 @@ pub struct ZoneHeader {
     expired: AtomicU64,
     /// Set once a resized zone's counters moved to the new zone: no new keys.
     closed: AtomicU64,
+    /// Redis zones: what this nginx last saw of its authority.
+    pub remote: RemoteState,
     /// Keeps the hot default counter on cache lines of its own.
     _pad: [AtomicU64; 4],
     /// The counter of `ticket_counter` without `key=`.
     default: Counter,
     _pad_after: [AtomicU64; 7],
+}
+
+/// Up to 56 bytes kept in atomics (a Redis run id or epoch); written under
+/// the zone's lock, read with it too.
+#[repr(C)]
+#[derive(Default)]
+pub struct ByteSlot {
+    len: AtomicU64,
+    words: [AtomicU64; 7],
+}
+
+impl ByteSlot {
+    pub const MAX: usize = 56;
+
+    pub fn get(&self) -> Vec<u8> {
+        let len = (self.len.load(Ordering::Acquire) as usize).min(Self::MAX);
+        let mut out: Vec<u8> = self
+            .words
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .collect();
+        out.truncate(len);
+        out
+    }
+
+    /// Keeps `bytes` (cut at [`Self::MAX`]).
+    pub fn set(&self, bytes: &[u8]) {
+        let bytes = &bytes[..bytes.len().min(Self::MAX)];
+        for (i, word) in self.words.iter().enumerate() {
+            let mut chunk = [0u8; 8];
+            if let Some(part) = bytes.get(i * 8..) {
+                let n = part.len().min(8);
+                chunk[..n].copy_from_slice(&part[..n]);
+            }
+            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+        }
+        self.len.store(bytes.len() as u64, Ordering::Release);
+    }
+}
+
+/// Most workers whose Redis connection the status page follows.
+pub const MAX_LINK_SLOTS: usize = 32;
+
+/// A Redis zone's view of its authority, shared by the workers.
+#[repr(C)]
+#[derive(Default)]
+pub struct RemoteState {
+    /// The Redis run id this zone last saw, and the zone's epoch there.
+    pub run_id: ByteSlot,
+    pub epoch: ByteSlot,
+    /// Batches sent, tickets they carried, failures.
+    pub batches: AtomicU64,
+    pub tickets: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub fences: AtomicU64,
+    pub repairs: AtomicU64,
+    /// Per worker number: `pid << 1 | connected`.
+    pub links: [AtomicU64; MAX_LINK_SLOTS],
 }
 
 /// One room of the key table.
@@ -676,6 +737,11 @@ pub mod tests {
     #[test]
     fn capacity_follows_size() {
         assert_eq!(size_of::<KeySlot>(), 152);
+        let slot = ByteSlot::default();
+        slot.set(b"0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(slot.get(), b"0123456789abcdef0123456789abcdef01234567");
+        slot.set(b"x");
+        assert_eq!(slot.get(), b"x");
         let bytes = 1024 * 1024;
         let slots = (bytes - size_of::<ZoneHeader>()) / size_of::<KeySlot>();
         assert_eq!(capacity_for(bytes), slots as u64 * 3 / 4);
@@ -876,7 +942,9 @@ pub mod tests {
                             continue;
                         };
                         if let Take::Tickets { first, .. } = found.counter.take(found.gen, &ask()) {
-                            got.push((key.clone(), found.gen, first));
+                            // a life is a room and a generation
+                            let room = core::ptr::from_ref(found.counter) as usize;
+                            got.push((key.clone(), room, found.gen, first));
                         }
                     }
                     got
@@ -895,7 +963,7 @@ pub mod tests {
         };
         retirer.join().unwrap();
         stop.store(true, Ordering::Relaxed);
-        let mut all: Vec<(String, Gen, u64)> =
+        let mut all: Vec<(String, usize, Gen, u64)> =
             takers.into_iter().flat_map(|t| t.join().unwrap()).collect();
         let total = all.len();
         all.sort();

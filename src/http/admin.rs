@@ -18,6 +18,7 @@ use crate::core::table::{KeyError, Lookup};
 use crate::durable::{Change, ChangeResult};
 use crate::http::{check_method, query_arg, send};
 use crate::module::TicketModule;
+use crate::redis::{AdminOp, Answer, Waiter};
 use crate::wait::{self, WaitKind, WaitList, Wake};
 
 /// How long a change waits to reach the disk.
@@ -72,10 +73,142 @@ pub extern "C" fn ticket_admin_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
         Ok(parsed) => parsed,
         Err(bad) => return problem(r, bad),
     };
+    if zone.redis.is_some() {
+        return ask_redis(r, zone, key, action);
+    }
     match action {
         Action::Show => show(r, zone, key),
         Action::MoveTo { next, start } => move_to(r, zone, key, next, start),
         Action::Retire => retire(r, zone, key),
+    }
+}
+
+/// An admin request on a Redis zone, waiting for Redis: request-pool memory.
+struct Asking {
+    key: Option<&'static [u8]>,
+    action: Action,
+    /// What this nginx knows of the counter (its first ticket, `max=`).
+    local: CounterView,
+    start: u64,
+    handle: Option<wait::Handle>,
+    answer: Option<Answer>,
+}
+
+static ASKING: WaitKind = WaitKind {
+    resume: resume_redis,
+    gone: Some(redis_gone),
+};
+
+/// On a Redis zone every answer comes from Redis (a script, so no node can
+/// move a counter back).
+fn ask_redis(
+    r: &mut ngx_http_request_t,
+    zone: &ZoneConf,
+    key: Option<&'static [u8]>,
+    action: Action,
+) -> ngx_int_t {
+    if !crate::redis::available(zone) {
+        return problem(r, admin::UNAVAILABLE);
+    }
+    let local = zone
+        .shared()
+        .and_then(|shared| match key {
+            None => Some(shared.default_counter().view()),
+            Some(key) => match shared.find(key) {
+                Lookup::Found(found) => Some(found.counter.view()),
+                _ => None,
+            },
+        })
+        .unwrap_or_default();
+    let (op, start) = match action {
+        Action::Show => (AdminOp::Get, local.start.unwrap_or(1)),
+        Action::Retire => (AdminOp::Delete, local.start.unwrap_or(1)),
+        Action::MoveTo { next, start } => {
+            let first = local.start.or(start).unwrap_or(1);
+            match admin::target_count(next, first, local.max) {
+                Ok(target) => (AdminOp::Set(target), first),
+                Err(bad) => return problem(r, bad),
+            }
+        }
+    };
+    // SAFETY: request-pool memory, as long as the request can be resumed.
+    let asking = unsafe { ngx_pcalloc(r.pool, core::mem::size_of::<Asking>()) }.cast::<Asking>();
+    if asking.is_null() {
+        return problem(r, admin::FAILED);
+    }
+    // SAFETY: freshly allocated, sized and aligned for an Asking.
+    unsafe {
+        asking.write(Asking {
+            key,
+            action,
+            local,
+            start,
+            handle: None,
+            answer: None,
+        })
+    };
+    let timeout = zone.redis.as_ref().map_or(1000, |r| r.args.timeout_ms);
+    let deadline = (timeout.saturating_mul(2).saturating_add(1000)) as nginx_sys::ngx_msec_t;
+    let handle = match wait::park_alone(r, deadline, &ASKING, asking.cast()) {
+        Ok(handle) => handle,
+        Err(rc) => return rc,
+    };
+    // SAFETY: as above.
+    let slot = unsafe {
+        (*asking).handle = Some(handle);
+        ptr::addr_of_mut!((*asking).answer)
+    };
+    if let Err(answer) = crate::redis::admin(zone, key, op, Waiter { handle, slot }) {
+        // SAFETY: as above.
+        unsafe { *slot = Some(answer) };
+        wait::wake(handle, Wake::Ready);
+    }
+    Status::NGX_DONE.into()
+}
+
+unsafe fn resume_redis(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) -> ngx_int_t {
+    // SAFETY: the Asking written in `ask_redis`.
+    let asking = unsafe { &mut *ctx.cast::<Asking>() };
+    if why != Wake::Ready {
+        if let Some(handle) = asking.handle {
+            crate::redis::forget_admin(handle);
+        }
+        let why = if why == Wake::Shutdown {
+            admin::TRY_AGAIN
+        } else {
+            admin::UNAVAILABLE
+        };
+        return problem(r, why);
+    }
+    let view = |issued: u64, used: Option<u64>| CounterView {
+        start: Some(asking.start),
+        issued,
+        max: asking.local.max,
+        used: used.unwrap_or(0).saturating_mul(1000),
+        ..CounterView::default()
+    };
+    match (asking.action, asking.answer.take()) {
+        (_, Some(Answer::WouldReissue)) => problem(r, admin::WOULD_REISSUE),
+        (Action::Retire, Some(Answer::Counter { exists: false, .. }))
+        | (Action::Show, Some(Answer::Counter { exists: false, .. })) => {
+            problem(r, admin::NO_SUCH_COUNTER)
+        }
+        (Action::Retire, Some(Answer::Counter { .. })) => {
+            answer(r, 200, &admin::render(asking.key, &asking.local, true))
+        }
+        (_, Some(Answer::Counter { issued, used, .. })) => {
+            let shown = view(issued.unwrap_or(0), used);
+            answer(r, 200, &admin::render(asking.key, &shown, false))
+        }
+        _ => problem(r, admin::UNAVAILABLE),
+    }
+}
+
+unsafe fn redis_gone(ctx: *mut c_void) {
+    // SAFETY: as in `resume_redis`.
+    let asking = unsafe { &*ctx.cast::<Asking>() };
+    if let Some(handle) = asking.handle {
+        crate::redis::forget_admin(handle);
     }
 }
 

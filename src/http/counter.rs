@@ -11,10 +11,11 @@ use ngx::core::Status;
 use ngx::http::HttpModuleLocationConf;
 use ngx::{ngx_log_debug, ngx_log_error};
 
-use crate::conf::{CounterConf, LocConf};
+use crate::conf::{CounterConf, LocConf, ZoneConf};
 use crate::core::response::{self, Handout};
 use crate::http::{check_method, log, query_arg, refuse, send};
 use crate::module::TicketModule;
+use crate::redis::{Answer, QueueKey, Waiter};
 use crate::take::{self, Outcome, Refusal, Wait};
 use crate::wait::{self, WaitKind, Wake};
 
@@ -61,6 +62,7 @@ pub extern "C" fn ticket_counter_handler(r: *mut ngx_http_request_t) -> ngx_int_
         key,
         batch,
         deadline: crate::process::now_msec() + RESERVATION_WAIT_MSEC,
+        lease_deadline: None,
         level: loc.log_level,
     };
     answer(r, request)
@@ -99,6 +101,8 @@ struct TakeRequest {
     batch: Option<u64>,
     /// When to give up waiting (nginx's msec clock).
     deadline: u64,
+    /// The same for a lease, set when the request first waits for one.
+    lease_deadline: Option<u64>,
     level: ngx_uint_t,
 }
 
@@ -139,7 +143,275 @@ fn answer(r: &mut ngx_http_request_t, request: TakeRequest) -> ngx_int_t {
         }
         Outcome::Refused(refusal) => refuse(r, refusal),
         Outcome::Wait(Wait::Reservation) => park_for_reservation(r, request),
+        Outcome::Wait(Wait::Authority) => ask_authority(r, request, zone),
+        Outcome::Wait(Wait::Lease) => wait_for_lease(r, request, zone),
+        Outcome::Wait(Wait::Exists) => ask_exists(r, request, zone),
     }
+}
+
+/// `create=off` on a Redis zone: a key this nginx does not know is served
+/// if Redis has it (an admin made it, perhaps on another node).
+struct Checking {
+    request: TakeRequest,
+    handle: Option<wait::Handle>,
+    answer: Option<Answer>,
+}
+
+static EXISTS: WaitKind = WaitKind {
+    resume: resume_exists,
+    gone: Some(exists_gone),
+};
+
+fn ask_exists(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneConf) -> ngx_int_t {
+    if !crate::redis::available(zone) {
+        return refuse(r, Refusal::Unavailable);
+    }
+    // SAFETY: request-pool memory, as long as the request can be resumed.
+    let checking =
+        unsafe { ngx_pcalloc(r.pool, core::mem::size_of::<Checking>()) }.cast::<Checking>();
+    if checking.is_null() {
+        return refuse(r, Refusal::Failed);
+    }
+    // SAFETY: freshly allocated, sized and aligned for a Checking.
+    unsafe {
+        checking.write(Checking {
+            request,
+            handle: None,
+            answer: None,
+        })
+    };
+    let handle = match wait::park_alone(r, authority_deadline(zone), &EXISTS, checking.cast()) {
+        Ok(handle) => handle,
+        Err(rc) => return rc,
+    };
+    // SAFETY: as above.
+    let slot = unsafe {
+        (*checking).handle = Some(handle);
+        core::ptr::addr_of_mut!((*checking).answer)
+    };
+    let asked = crate::redis::admin(
+        zone,
+        request.key,
+        crate::redis::AdminOp::Get,
+        Waiter { handle, slot },
+    );
+    if let Err(answer) = asked {
+        // SAFETY: as above.
+        unsafe { *slot = Some(answer) };
+        wait::wake(handle, Wake::Ready);
+    }
+    Status::NGX_DONE.into()
+}
+
+unsafe fn resume_exists(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) -> ngx_int_t {
+    // SAFETY: the Checking written in `ask_exists`.
+    let checking = unsafe { &mut *ctx.cast::<Checking>() };
+    match why {
+        Wake::Ready => {}
+        Wake::Deadline => return refuse(r, Refusal::Unavailable),
+        Wake::Shutdown => return refuse(r, Refusal::TryAgain),
+    }
+    let request = checking.request;
+    let conf = request.conf();
+    match checking.answer.take() {
+        Some(Answer::Counter { exists: true, .. }) => {
+            let (Some(zone), Some(key)) = (conf.zone(), request.key) else {
+                return refuse(r, Refusal::Failed);
+            };
+            match take::adopt_remote_key(zone, key, conf.start) {
+                Ok(()) => answer(r, request),
+                Err(refusal) => refuse(r, refusal),
+            }
+        }
+        Some(Answer::Counter { exists: false, .. }) => refuse(r, Refusal::NoSuchCounter),
+        _ => refuse(r, Refusal::Unavailable),
+    }
+}
+
+unsafe fn exists_gone(ctx: *mut c_void) {
+    // SAFETY: as in `resume_exists`.
+    let checking = unsafe { &*ctx.cast::<Checking>() };
+    if let Some(handle) = checking.handle {
+        crate::redis::forget_admin(handle);
+    }
+}
+
+/// How long a request waits for Redis: its reply timeout covers the
+/// answer; this is the backstop.
+fn authority_deadline(zone: &ZoneConf) -> ngx_msec_t {
+    let timeout = zone.redis.as_ref().map_or(1000, |r| r.args.timeout_ms);
+    (timeout.saturating_mul(2).saturating_add(1000)) as ngx_msec_t
+}
+
+/// A request waiting for Redis's answer: lives in the request's pool.
+struct Asking {
+    request: TakeRequest,
+    queue: QueueKey,
+    id: u64,
+    answer: Option<Answer>,
+}
+
+static AUTHORITY: WaitKind = WaitKind {
+    resume: resume_authority,
+    gone: Some(authority_gone),
+};
+
+fn ask_authority(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneConf) -> ngx_int_t {
+    if !crate::redis::available(zone) {
+        return refuse(r, Refusal::Unavailable);
+    }
+    let conf = request.conf();
+    let queue = QueueKey::new(zone, request.key, conf.start, conf.max);
+    // SAFETY: request-pool memory, as long as the request can be resumed.
+    let asking = unsafe { ngx_pcalloc(r.pool, core::mem::size_of::<Asking>()) }.cast::<Asking>();
+    if asking.is_null() {
+        return refuse(r, Refusal::Failed);
+    }
+    // SAFETY: freshly allocated, sized and aligned for an Asking.
+    unsafe {
+        asking.write(Asking {
+            request,
+            queue: queue.clone(),
+            id: 0,
+            answer: None,
+        })
+    };
+    let handle = match wait::park_alone(r, authority_deadline(zone), &AUTHORITY, asking.cast()) {
+        Ok(handle) => handle,
+        Err(rc) => return rc,
+    };
+    // SAFETY: as above; the slot stays until the request is resumed or gone.
+    let slot = unsafe { core::ptr::addr_of_mut!((*asking).answer) };
+    let count = request.batch.unwrap_or(1);
+    match crate::redis::enqueue(zone, &queue, count, Waiter { handle, slot }) {
+        // SAFETY: as above.
+        Ok(id) => unsafe { (*asking).id = id },
+        Err(answer) => {
+            // SAFETY: as above.
+            unsafe { *slot = Some(answer) };
+            wait::wake(handle, Wake::Ready);
+        }
+    }
+    Status::NGX_DONE.into()
+}
+
+unsafe fn resume_authority(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) -> ngx_int_t {
+    // SAFETY: the Asking written in `ask_authority`.
+    let asking = unsafe { &mut *ctx.cast::<Asking>() };
+    let conf = asking.request.conf();
+    match why {
+        Wake::Ready => {}
+        Wake::Deadline => {
+            crate::redis::forget(&asking.queue, asking.id);
+            return refuse(r, Refusal::Unavailable);
+        }
+        Wake::Shutdown => {
+            crate::redis::forget(&asking.queue, asking.id);
+            return refuse(r, Refusal::TryAgain);
+        }
+    }
+    match asking.answer.take() {
+        Some(Answer::Tickets { first, count }) => {
+            ngx_log_debug!(log(r), "ticket: issued {first} (+{count}) by redis");
+            respond(r, conf, asking.request.batch, first, count)
+        }
+        Some(Answer::SoldOut) => refuse(r, Refusal::SoldOut),
+        Some(Answer::Exhausted) => {
+            ngx_log_error!(
+                asking.request.level,
+                log(r),
+                "ticket counter in zone \"{}\" ran out of numbers",
+                conf.zone().map_or("", |z| z.name.as_str())
+            );
+            refuse(r, Refusal::SoldOut)
+        }
+        _ => refuse(r, Refusal::Unavailable),
+    }
+}
+
+unsafe fn authority_gone(ctx: *mut c_void) {
+    // SAFETY: as in `resume_authority`.
+    let asking = unsafe { &*ctx.cast::<Asking>() };
+    crate::redis::forget(&asking.queue, asking.id);
+}
+
+static LEASE: WaitKind = WaitKind {
+    resume: resume_lease,
+    gone: None,
+};
+
+fn wait_for_lease(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneConf) -> ngx_int_t {
+    if !crate::redis::available(zone) {
+        return refuse(r, Refusal::Unavailable);
+    }
+    let now = crate::process::now_msec();
+    let deadline = request
+        .lease_deadline
+        .unwrap_or(now + authority_deadline(zone) as u64);
+    if now >= deadline {
+        return refuse(r, Refusal::Unavailable);
+    }
+    let Some(list) = crate::redis::lease_waiters(zone) else {
+        return refuse(r, Refusal::Failed);
+    };
+    // SAFETY: request-pool memory, as long as the request can be resumed.
+    let ctx =
+        unsafe { ngx_pcalloc(r.pool, core::mem::size_of::<TakeRequest>()) }.cast::<TakeRequest>();
+    if ctx.is_null() {
+        return refuse(r, Refusal::Failed);
+    }
+    let request = TakeRequest {
+        lease_deadline: Some(deadline),
+        ..request
+    };
+    // SAFETY: freshly allocated, properly sized and aligned.
+    unsafe { ctx.write(request) };
+    match wait::park(
+        r,
+        list,
+        (deadline - now) as ngx_msec_t,
+        &LEASE,
+        ctx.cast::<c_void>(),
+    ) {
+        Ok(_) => {
+            let conf = request.conf();
+            crate::redis::refill(zone, request.key, conf.start, conf.max);
+            Status::NGX_DONE.into()
+        }
+        Err(rc) => rc,
+    }
+}
+
+unsafe fn resume_lease(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) -> ngx_int_t {
+    // SAFETY: the TakeRequest written in `wait_for_lease`.
+    let request = unsafe { *ctx.cast::<TakeRequest>() };
+    match why {
+        Wake::Ready => answer(r, request),
+        Wake::Deadline => refuse(r, Refusal::Unavailable),
+        Wake::Shutdown => refuse(r, Refusal::TryAgain),
+    }
+}
+
+/// Answers with tickets, as the location's format asks.
+fn respond(
+    r: &mut ngx_http_request_t,
+    conf: &CounterConf,
+    batch: Option<u64>,
+    first: u64,
+    count: u64,
+) -> ngx_int_t {
+    let handout = match batch {
+        Some(_) => Handout::Range { first, count },
+        None => Handout::One(first),
+    };
+    let body = response::render(handout, conf.format, conf.width);
+    send(
+        r,
+        200,
+        response::content_type(conf.format),
+        body.as_bytes(),
+        None,
+    )
 }
 
 static RESERVATION: WaitKind = WaitKind {

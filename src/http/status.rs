@@ -17,7 +17,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpC
 
 use crate::conf::{LocConf, ZoneConf};
 use crate::core::config::StatusFormat;
-use crate::core::status::{Page, Row, Source, ZoneInfo};
+use crate::core::status::{Page, RedisInfo, Row, Source, ZoneInfo};
 use crate::http::{check_method, set_headers};
 use crate::module::TicketModule;
 
@@ -45,23 +45,51 @@ impl Source for Zones {
             return ZoneInfo::default();
         };
         let shared = zone.shared();
+        let redis = crate::redis::report(zone)
+            .zip(shared)
+            .map(|(report, shared)| {
+                let remote = &shared.header().remote;
+                let load = |n: &core::sync::atomic::AtomicU64| {
+                    n.load(core::sync::atomic::Ordering::Relaxed)
+                };
+                RedisInfo {
+                    authority: report.authority,
+                    mode: report.mode,
+                    connected: report.connected,
+                    workers: report.workers,
+                    batches: load(&remote.batches),
+                    tickets: load(&remote.tickets),
+                    errors: load(&remote.errors),
+                    timeouts: load(&remote.timeouts),
+                    fences: load(&remote.fences),
+                    repairs: load(&remote.repairs),
+                }
+            });
         ZoneInfo {
             name: zone.name.clone(),
             size: zone.size,
             capacity: shared.map_or(0, |z| z.capacity()),
             keys: shared.map_or(0, |z| z.used()),
             expired: shared.map_or(0, |z| z.expired()),
+            redis,
         }
     }
 
     fn rows(&self, index: usize, from: usize, limit: usize, out: &mut Vec<Row>) -> Option<usize> {
-        let shared = self.get(index)?.shared()?;
+        let zone = self.get(index)?;
+        let shared = zone.shared()?;
+        let leased = zone.redis.as_ref().is_some_and(|r| r.lease().is_some());
+        let lease = |view: &crate::core::counter::CounterView| {
+            leased.then(|| view.reserved.saturating_sub(view.issued))
+        };
         let mut taken = 0;
         let mut next = from;
         if from == 0 {
+            let view = shared.default_counter().view();
             out.push(Row {
                 key: None,
-                view: shared.default_counter().view(),
+                view,
+                lease: lease(&view),
             });
             taken += 1;
             next = 1;
@@ -71,9 +99,11 @@ impl Source for Zones {
             if taken >= limit {
                 return Some(slot + 1);
             }
+            let view = found.counter.view();
             out.push(Row {
                 key: Some(key.as_bytes().to_vec()),
-                view: found.counter.view(),
+                view,
+                lease: lease(&view),
             });
             taken += 1;
         }

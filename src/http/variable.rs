@@ -80,6 +80,14 @@ unsafe extern "C" fn ticket_variable_get(
         Outcome::Refused(refusal) if refusal != Refusal::Failed => return Status::NGX_OK.into(),
         Outcome::Refused(_) => "internal error",
         Outcome::Wait(Wait::Reservation) => "reservation not on disk yet (a variable cannot wait)",
+        Outcome::Wait(Wait::Lease) => {
+            if let Some(conf_zone) = conf.zone() {
+                crate::redis::refill(conf_zone, None, conf.start, conf.max);
+            }
+            "lease used up (a variable cannot wait)"
+        }
+        Outcome::Wait(Wait::Authority) => "redis zone without lease= (a variable cannot wait)",
+        Outcome::Wait(Wait::Exists) => return Status::NGX_OK.into(),
     };
     ngx_log_error!(
         level,

@@ -12,8 +12,11 @@ package Steps;
 #   POST /admin?key=a&next=5 => 200
 #
 # A step is METHOD URI => STATUS, optionally followed by the expected body,
-# exactly ("…", with \n) or as a regex (/…/); or `sleep SECONDS`. Every
-# request goes on a connection of its own; loopback only, with timeouts.
+# exactly ("…", with \n) or as a regex (/…/); or `sleep SECONDS`; or
+# `redis PORT ARGS… => EXPECTED`, a redis-cli command against a server
+# t/lib/RedisServer.pm started (ARGS may name $TEST_NGINX_* variables).
+# Every request goes on a connection of its own; loopback only, with
+# timeouts.
 
 use strict;
 use warnings;
@@ -22,6 +25,8 @@ use IO::Socket::INET;
 use Test::More;
 use Test::Nginx::Socket;
 use Time::HiRes qw(sleep time);
+
+use RedisServer;
 
 sub request {
     my ($method, $uri) = @_;
@@ -47,6 +52,16 @@ sub request {
     return ($status // '', $body);
 }
 
+sub check_text {
+    my ($got, $want, $what) = @_;
+    if ($want =~ m{^/(.*)/$}) {
+        like($got, qr/$1/, $what);
+    } elsif ($want =~ /^"(.*)"$/) {
+        (my $exact = $1) =~ s/\\n/\n/g;
+        is($got, $exact, $what);
+    }
+}
+
 sub check {
     my ($block, $body, $req_idx, $repeated_req_idx, $dry_run) = @_;
     my $steps = $block->steps;
@@ -66,17 +81,19 @@ sub check {
                 sleep $1 * $slow;
                 next;
             }
+            if ($line =~ /^\s*redis\s+(\S+)\s+(.*?)\s*=>\s*(.*?)\s*$/) {
+                my ($port, $args, $want) = ($1, $2, $3);
+                s/\$(\w+)/$ENV{$1}/g for $port, $args;
+                my $got = RedisServer::cli($port, undef, split ' ', $args);
+                check_text($got, $want, "$name - step $n: redis $args");
+                next;
+            }
             my ($method, $uri, $want_status, $want_body) =
                 $line =~ m{^\s*(\w+)\s+(\S+)\s*=>\s*(\d+)\s*(.*?)\s*$}
                 or die "$name: bad step \"$line\"";
             my ($status, $got) = request($method, $uri);
             is($status, $want_status, "$name - step $n: $method $uri status");
-            if ($want_body =~ m{^/(.*)/$}) {
-                like($got, qr/$1/, "$name - step $n: $method $uri body");
-            } elsif ($want_body =~ /^"(.*)"$/) {
-                (my $exact = $1) =~ s/\\n/\n/g;
-                is($got, $exact, "$name - step $n: $method $uri body");
-            }
+            check_text($got, $want_body, "$name - step $n: $method $uri body");
         }
     }
 }

@@ -1,0 +1,86 @@
+package RedisServer;
+
+# Real redis-server processes for a test file: started by the test itself,
+# on loopback, each in a directory of its own, with the persistence the
+# README recommends (appendonly yes, appendfsync always); stopped by pid when
+# the file ends. prove-nginx runs the suite in a private network namespace,
+# so the fixed ports below are the file's alone.
+#
+#   use RedisServer;
+#   RedisServer::start(port => 16390);
+#   RedisServer::start(port => 16391, password => 'secret');
+#
+# Without redis-server installed the file dies with a clear message
+# (scripts/test installs it).
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(sleep time);
+
+my %Pids;    # port => pid
+
+sub start {
+    my %opt = @_;
+    my $port = $opt{port} or die "RedisServer::start needs a port";
+    my $dir = tempdir("ngx-ticket-redis-$port-XXXXXX", TMPDIR => 1, CLEANUP => 1);
+    my @args = ('redis-server', '--port', $port, '--bind', '127.0.0.1',
+                '--dir', $dir, '--save', '', '--appendonly', 'yes',
+                '--appendfsync', 'always', '--daemonize', 'no',
+                '--logfile', "$dir/redis.log");
+    push @args, '--requirepass', $opt{password} if defined $opt{password};
+    system('sh', '-c', 'command -v redis-server >/dev/null') == 0
+        or die "redis-server is not installed (apt-get install redis-server)\n";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        exec @args or POSIX::_exit(127);
+    }
+    $Pids{$port} = $pid;
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                         Proto => 'tcp', Timeout => 1);
+        if ($sock) {
+            close $sock;
+            return $pid;
+        }
+        sleep 0.05;
+    }
+    die "redis-server on port $port did not start (see $dir/redis.log)\n";
+}
+
+# Runs redis-cli against a server started here; returns its output, chomped.
+sub cli {
+    my ($port, $password, @args) = @_;
+    my @auth = defined $password ? ('-a', $password, '--no-auth-warning') : ();
+    open my $out, '-|', 'redis-cli', '-p', $port, @auth, @args
+        or die "redis-cli: $!";
+    local $/;
+    my $text = <$out> // '';
+    close $out;
+    $text =~ s/\s+\z//;
+    return $text;
+}
+
+END {
+    for my $pid (values %Pids) {
+        kill 'TERM', $pid;
+    }
+    for my $pid (values %Pids) {
+        my $deadline = time + 10;
+        while (time < $deadline) {
+            last if waitpid($pid, POSIX::WNOHANG()) == $pid;
+            sleep 0.05;
+        }
+        if (kill 0, $pid) {
+            kill 'KILL', $pid;
+            waitpid($pid, 0);
+        }
+    }
+}
+
+1;
