@@ -306,7 +306,7 @@ impl Link {
             while self.sent < self.out.len() {
                 let rest = &mut self.out[self.sent..];
                 let n = send(c, rest.as_mut_ptr(), rest.len());
-                if n == Status::NGX_AGAIN.0 as isize {
+                if n == Status::NGX_AGAIN.0 {
                     break;
                 }
                 if n <= 0 {
@@ -354,7 +354,7 @@ impl Link {
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
                 let n = recv(c, buf.as_mut_ptr(), buf.len());
-                if n == Status::NGX_AGAIN.0 as isize {
+                if n == Status::NGX_AGAIN.0 {
                     break;
                 }
                 if n == 0 {

@@ -146,6 +146,8 @@ struct ZoneLink {
 
 #[derive(Default)]
 struct Registry {
+    /// Boxed: nginx keeps pointers to each link (`c->data`, its log).
+    #[allow(clippy::vec_box)]
     links: Vec<Box<Link>>,
     /// What each link learned in its handshake (its run id, the scripts).
     servers: Vec<Option<Box<ServerInfo>>>,
