@@ -11,8 +11,8 @@ __DATA__
 
 === TEST 1: one ticket per request, however often the variable is read
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $ticket zone=t;
+    ticket_zone t1:1m;
+    ticket_variable $ticket zone=t1;
 --- config
     location = /v {
         add_header X-Ticket $ticket;
@@ -30,11 +30,11 @@ __DATA__
 
 === TEST 2: shares the zone's counters with ticket_counter
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $seat zone=t key=$arg_event;
+    ticket_zone t2:1m;
+    ticket_variable $seat zone=t2 key=$arg_event;
 --- config
     location = /v { return 200 "$seat\n"; }
-    location = /c { ticket_counter zone=t key=$arg_event; }
+    location = /c { ticket_counter zone=t2 key=$arg_event; }
 --- pipelined_requests eval
 ["GET /v?event=a", "GET /c?event=a", "GET /v?event=a", "GET /v?event=b"]
 --- response_body eval
@@ -44,9 +44,9 @@ __DATA__
 
 === TEST 3: sold out: empty, with the reason in the error log
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $first zone=t key=seat max=1;
-    ticket_variable $second zone=t key=seat max=1;
+    ticket_zone t3:1m;
+    ticket_variable $first zone=t3 key=seat max=1;
+    ticket_variable $second zone=t3 key=seat max=1;
 --- config
     location = /v { return 200 "[$first][$second]\n"; }
 --- request
@@ -54,14 +54,14 @@ GET /v
 --- response_body
 [1][]
 --- error_log
-ticket variable is empty: sold out (zone "t")
+ticket variable is empty: sold out (zone "t3")
 
 
 
 === TEST 4: a request that never reads it takes nothing
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $ticket zone=t;
+    ticket_zone t4:1m;
+    ticket_variable $ticket zone=t4;
 --- config
     location = /v { return 200 "$ticket\n"; }
     location = /other { return 200 "no ticket\n"; }
