@@ -1,4 +1,10 @@
 # The ticket_counter handler: ordering, headers, methods, request bodies.
+#
+# Every file also runs with TEST_NGINX_USE_HUP=1, where nginx is reloaded,
+# not restarted, between blocks and keeps the counters of every zone that
+# stays declared. So a block that counts from a fresh counter declares zones
+# no other block of its file declares (t1, t2, ... after the block), and at
+# most one block per file uses ticket_default. See t/README.md.
 use Test::Nginx::Socket 'no_plan';
 
 workers(2);
