@@ -1,4 +1,10 @@
 # The ticket_counter handler: ordering, headers, methods, request bodies.
+#
+# Every file also runs with TEST_NGINX_USE_HUP=1, where nginx is reloaded,
+# not restarted, between blocks and keeps the counters of every zone that
+# stays declared. So a block that counts from a fresh counter declares zones
+# no other block of its file declares (t1, t2, ... after the block), and at
+# most one block per file uses ticket_default. See t/README.md.
 use Test::Nginx::Socket 'no_plan';
 
 workers(2);
@@ -10,10 +16,10 @@ __DATA__
 
 === TEST 1: tickets start at 1 and go up by one
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t1:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t1;
     }
 --- pipelined_requests eval
 ["GET /t", "GET /t", "GET /t"]
@@ -26,10 +32,10 @@ __DATA__
 
 === TEST 2: response headers
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t2:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t2;
     }
 --- request
 GET /t
@@ -72,10 +78,10 @@ Content-Length: 2
 
 === TEST 5: HEAD answers the headers and takes no ticket
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t5:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t5;
     }
 --- request eval
 ["HEAD /t", "HEAD /t", "GET /t"]
@@ -90,10 +96,10 @@ Content-Length: 2
 
 === TEST 6: other methods get 405 with Allow, and take no ticket
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t6:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t6;
     }
 --- request eval
 ["DELETE /t", "PUT /t\nbody", "OPTIONS /t", "GET /t"]
@@ -108,10 +114,10 @@ Content-Length: 2
 
 === TEST 7: POST takes a ticket; bodies are read away on keep-alive
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t7:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t7;
     }
 --- pipelined_requests eval
 ["POST /t\nhello", "POST /t\n" . ("x" x 200000), "GET /t", "POST /t\n" . ("y" x 5000), "GET /t"]
@@ -124,10 +130,10 @@ Content-Length: 2
 
 === TEST 8: a chunked POST body is read away too
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t8:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t8;
     }
 --- raw_request eval
 "POST /t HTTP/1.1\r
@@ -147,10 +153,10 @@ hello\r
 
 === TEST 9: a 405 after a large body keeps the connection usable
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t9:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t9;
     }
 --- pipelined_requests eval
 ["PUT /t\n" . ("z" x 100000), "GET /t"]

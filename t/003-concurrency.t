@@ -14,10 +14,10 @@ __DATA__
 
 === TEST 1: 8 clients x 10 connections x 50 requests: tickets 1..4001
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t1:1m;
 --- config
     location = /t {
-        ticket_counter zone=t;
+        ticket_counter zone=t1;
         add_header X-Worker $pid;
     }
 --- request

@@ -12,9 +12,9 @@ __DATA__
 
 === TEST 1: max= stops at the limit with 410
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t1:1m;
 --- config
-    location = /t { ticket_counter zone=t max=3; }
+    location = /t { ticket_counter zone=t1 max=3; }
 --- pipelined_requests eval
 ["GET /t", "GET /t", "GET /t", "GET /t", "GET /t"]
 --- error_code eval
@@ -26,9 +26,9 @@ __DATA__
 
 === TEST 2: start= with max=, per key
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t2:1m;
 --- config
-    location = /k { ticket_counter zone=t key=$arg_k start=10 max=11; }
+    location = /k { ticket_counter zone=t2 key=$arg_k start=10 max=11; }
 --- pipelined_requests eval
 ["GET /k?k=a", "GET /k?k=a", "GET /k?k=a", "GET /k?k=b"]
 --- error_code eval
@@ -40,10 +40,10 @@ __DATA__
 
 === TEST 3: with max=20 and many concurrent clients exactly 20 tickets are issued
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t3:1m;
 --- config
     location = /t {
-        ticket_counter zone=t max=20;
+        ticket_counter zone=t3 max=20;
         add_header X-Worker $pid always;
     }
 --- request
@@ -58,9 +58,9 @@ GET /t
 
 === TEST 4: batches take consecutive tickets
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t4:1m;
 --- config
-    location = /b { ticket_counter zone=t batch=5; }
+    location = /b { ticket_counter zone=t4 batch=5; }
 --- pipelined_requests eval
 ["GET /b?count=3", "GET /b", "GET /b?count=5", "GET /b?count=1"]
 --- response_body eval
@@ -70,9 +70,9 @@ GET /t
 
 === TEST 5: a bad count is 400 and takes nothing
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t5:1m;
 --- config
-    location = /b { ticket_counter zone=t batch=5; }
+    location = /b { ticket_counter zone=t5 batch=5; }
 --- pipelined_requests eval
 ["GET /b?count=0", "GET /b?count=6", "GET /b?count=x", "GET /b?count=", "GET /b?count=2"]
 --- error_code eval
@@ -84,9 +84,9 @@ GET /t
 
 === TEST 6: a batch over max= is 410 and takes nothing
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t6:1m;
 --- config
-    location = /b { ticket_counter zone=t batch=5 max=4; }
+    location = /b { ticket_counter zone=t6 batch=5 max=4; }
 --- pipelined_requests eval
 ["GET /b?count=3", "GET /b?count=2", "GET /b?count=1", "GET /b"]
 --- error_code eval
@@ -98,10 +98,10 @@ GET /t
 
 === TEST 7: concurrent batches never overlap
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t7:1m;
 --- config
     location = /b {
-        ticket_counter zone=t batch=10;
+        ticket_counter zone=t7 batch=10;
         add_header X-Worker $pid;
     }
 --- request
@@ -116,9 +116,9 @@ GET /b?count=7
 
 === TEST 8: JSON
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t8:1m;
 --- config
-    location = /j { ticket_counter zone=t format=json batch=3; }
+    location = /j { ticket_counter zone=t8 format=json batch=3; }
 --- pipelined_requests eval
 ["GET /j", "GET /j?count=3"]
 --- response_headers eval
@@ -130,9 +130,9 @@ GET /b?count=7
 
 === TEST 9: width= zero-pads text
 --- http_config
-    ticket_zone t:1m;
+    ticket_zone t9:1m;
 --- config
-    location = /w { ticket_counter zone=t width=10 start=42 batch=2; }
+    location = /w { ticket_counter zone=t9 width=10 start=42 batch=2; }
 --- pipelined_requests eval
 ["GET /w", "GET /w?count=2"]
 --- response_body eval

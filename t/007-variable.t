@@ -11,8 +11,8 @@ __DATA__
 
 === TEST 1: one ticket per request, however often the variable is read
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $ticket zone=t;
+    ticket_zone t1:1m;
+    ticket_variable $ticket zone=t1;
 --- config
     location = /v {
         add_header X-Ticket $ticket;
@@ -30,11 +30,11 @@ __DATA__
 
 === TEST 2: shares the zone's counters with ticket_counter
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $seat zone=t key=$arg_event;
+    ticket_zone t2:1m;
+    ticket_variable $seat zone=t2 key=$arg_event;
 --- config
     location = /v { return 200 "$seat\n"; }
-    location = /c { ticket_counter zone=t key=$arg_event; }
+    location = /c { ticket_counter zone=t2 key=$arg_event; }
 --- pipelined_requests eval
 ["GET /v?event=a", "GET /c?event=a", "GET /v?event=a", "GET /v?event=b"]
 --- response_body eval
@@ -44,9 +44,9 @@ __DATA__
 
 === TEST 3: sold out: the variable is not found (log_format writes "-")
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $first zone=t key=seat max=1;
-    ticket_variable $second zone=t key=seat max=1;
+    ticket_zone t3:1m;
+    ticket_variable $first zone=t3 key=seat max=1;
+    ticket_variable $second zone=t3 key=seat max=1;
     log_format tickets "tickets first=$first second=$second";
 --- config
     location = /v {
@@ -64,8 +64,8 @@ tickets first=1 second=-
 
 === TEST 4: a request that never reads it takes nothing
 --- http_config
-    ticket_zone t:1m;
-    ticket_variable $ticket zone=t;
+    ticket_zone t4:1m;
+    ticket_variable $ticket zone=t4;
 --- config
     location = /v { return 200 "$ticket\n"; }
     location = /other { return 200 "no ticket\n"; }

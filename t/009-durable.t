@@ -1,12 +1,24 @@
 # Durable zones: counters kept in a state file across stops and starts.
-# Test::Nginx stops nginx gracefully (QUIT) between blocks: a clean stop, so
-# counting resumes exactly where it stopped.
+#
+# Every block that resumes counting follows a --- must_die block: before it
+# starts an nginx that must die, Test::Nginx stops the running one with QUIT
+# (a clean stop) and waits for it to exit; the block after starts nginx
+# afresh, which reads the state file (its "counters restored from" notice
+# shows it), so counting must resume exactly where it stopped, with no gap.
+# use_hup() makes that the only way nginx stops here, in every mode: without
+# it, TEST_NGINX_USE_VALGRIND=1 would also stop nginx after each block, and
+# kill a master still writing the exact counts a second after it removed its
+# pid file. (With alternating blocks there is never a reload to do.)
+# check_accum_error_log(): a block with pipelined requests checks the error
+# log after each response, for the notice logged when nginx started.
 use File::Temp qw(tempdir);
 use Test::Nginx::Socket 'no_plan';
 
 # Outside the server root, which the runner wipes between blocks.
 $ENV{TEST_NGINX_STATE_DIR} = tempdir('ngx-ticket-state-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
+use_hup();
+check_accum_error_log();
 workers(2);
 master_on();
 no_shuffle();
@@ -29,76 +41,7 @@ qr/ticket zone "t": state file "\S+\/t\.state" not found, counters start fresh/
 
 
 
-=== TEST 2: after a clean stop and a start, counting resumes with no gap
---- http_config
-    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state;
---- config
-    location = /t { ticket_counter zone=t; }
-    location = /k { ticket_counter zone=t key=$arg_k start=100; }
---- pipelined_requests eval
-["GET /t", "GET /t", "GET /k?k=a", "GET /k?k=a"]
---- response_body eval
-["2\n", "3\n", "100\n", "101\n"]
-
-
-
-=== TEST 3: keys too, with a notice of what was restored
---- http_config
-    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state;
---- config
-    location = /t { ticket_counter zone=t; }
-    location = /k { ticket_counter zone=t key=$arg_k start=100; }
---- request
-GET /k?k=a
---- response_body
-102
---- error_log
-ticket zone "t": 2 counters restored from
-
-
-
-=== TEST 4: a new key after the restart
---- http_config
-    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state;
---- config
-    location = /t { ticket_counter zone=t; }
-    location = /k { ticket_counter zone=t key=$arg_k start=100; }
---- pipelined_requests eval
-["GET /t", "GET /k?k=b"]
---- response_body eval
-["4\n", "100\n"]
-
-
-
-=== TEST 5: and again, with reserve= and another location layout
---- http_config
-    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state reserve=5;
---- config
-    location = /t { ticket_counter zone=t format=json; }
-    location = /k { ticket_counter zone=t key=$arg_k; }
---- pipelined_requests eval
-["GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /k?k=b"]
---- response_body eval
-["{\"ticket\":5}", "{\"ticket\":6}", "{\"ticket\":7}", "{\"ticket\":8}",
- "{\"ticket\":9}", "{\"ticket\":10}", "{\"ticket\":11}", "101\n"]
---- no_error_log
-[error]
-
-
-
-=== TEST 6: a zone resized between runs keeps its counters
---- http_config
-    ticket_zone t:2m state=$TEST_NGINX_STATE_DIR/t.state reserve=5;
---- config
-    location = /t { ticket_counter zone=t; }
---- request
-GET /t
---- response_body
-12
-
-
-
-=== TEST 7: a file that is not a state file stops nginx
+=== TEST 2: a file that is not a state file stops nginx
 --- http_config
     ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/foreign.state;
 --- config
@@ -115,7 +58,22 @@ qr/ticket zone "t": "\S+\/foreign\.state" is not a ticket state file/
 
 
 
-=== TEST 8: a corrupt state file stops nginx
+=== TEST 3: after a clean stop and a start, counting resumes with no gap
+--- http_config
+    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state;
+--- config
+    location = /t { ticket_counter zone=t; }
+    location = /k { ticket_counter zone=t key=$arg_k start=100; }
+--- pipelined_requests eval
+["GET /t", "GET /t", "GET /k?k=a", "GET /k?k=a"]
+--- response_body eval
+["2\n", "3\n", "100\n", "101\n"]
+--- error_log eval
+qr/ticket zone "t": \d+ counters restored from "\S+\/t\.state"/
+
+
+
+=== TEST 4: a corrupt state file stops nginx
 --- http_config
     ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/corrupt.state;
 --- config
@@ -137,7 +95,22 @@ qr/ticket zone "t": corrupt state file "\S+\/corrupt\.state": checksum mismatch 
 
 
 
-=== TEST 9: a truncated state file stops nginx
+=== TEST 5: keys too, with a notice of what was restored
+--- http_config
+    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state;
+--- config
+    location = /t { ticket_counter zone=t; }
+    location = /k { ticket_counter zone=t key=$arg_k start=100; }
+--- request
+GET /k?k=a
+--- response_body
+102
+--- error_log
+ticket zone "t": 2 counters restored from
+
+
+
+=== TEST 6: a truncated state file stops nginx
 --- http_config
     ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/short.state;
 --- config
@@ -158,7 +131,22 @@ qr/corrupt state file "\S+\/short\.state": truncated at byte \d+/
 
 
 
-=== TEST 10: a directory that does not exist stops nginx
+=== TEST 7: a new key after the restart
+--- http_config
+    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state;
+--- config
+    location = /t { ticket_counter zone=t; }
+    location = /k { ticket_counter zone=t key=$arg_k start=100; }
+--- pipelined_requests eval
+["GET /t", "GET /k?k=b"]
+--- response_body eval
+["4\n", "100\n"]
+--- error_log eval
+qr/ticket zone "t": \d+ counters restored from "\S+\/t\.state"/
+
+
+
+=== TEST 8: a directory that does not exist stops nginx
 --- http_config
     ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/missing/dir/t.state;
 --- config
@@ -171,7 +159,25 @@ qr/ticket zone "t": open\(\) "\S+\/missing\/dir" failed: No such file or directo
 
 
 
-=== TEST 11: reserve= without state=, and a bad reserve=
+=== TEST 9: and again, with reserve= and another location layout
+--- http_config
+    ticket_zone t:1m state=$TEST_NGINX_STATE_DIR/t.state reserve=5;
+--- config
+    location = /t { ticket_counter zone=t format=json; }
+    location = /k { ticket_counter zone=t key=$arg_k; }
+--- pipelined_requests eval
+["GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /k?k=b"]
+--- response_body eval
+["{\"ticket\":5}", "{\"ticket\":6}", "{\"ticket\":7}", "{\"ticket\":8}",
+ "{\"ticket\":9}", "{\"ticket\":10}", "{\"ticket\":11}", "101\n"]
+--- no_error_log
+[error]
+--- error_log eval
+qr/ticket zone "t": \d+ counters restored from "\S+\/t\.state"/
+
+
+
+=== TEST 10: reserve= without state=, and a bad reserve=
 --- http_config
     ticket_zone t:1m reserve=10;
 --- config
@@ -181,6 +187,20 @@ GET /t
 --- must_die
 --- error_log
 "reserve=" needs "state=" in "ticket_zone" directive
+
+
+
+=== TEST 11: a zone resized between runs keeps its counters
+--- http_config
+    ticket_zone t:2m state=$TEST_NGINX_STATE_DIR/t.state reserve=5;
+--- config
+    location = /t { ticket_counter zone=t; }
+--- request
+GET /t
+--- response_body
+12
+--- error_log eval
+qr/ticket zone "t": \d+ counters restored from "\S+\/t\.state"/
 
 
 
@@ -206,3 +226,5 @@ invalid value "reserve=0" in "ticket_zone" directive
 GET /t
 --- response_body
 13
+--- error_log eval
+qr/ticket zone "t": \d+ counters restored from "\S+\/t\.state"/

@@ -19,6 +19,7 @@ use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use IO::Select ();
 use IO::Socket::INET ();
 use List::Util qw(min);
+use POSIX qw(WNOHANG);
 use Test::LongString;
 use Time::HiRes qw(sleep);
 
@@ -265,6 +266,15 @@ sub send_request {
         }
         return ($resp, $head_req) if $status ne 'connect';
         last if $try > $max_tries;
+        # nginx under valgrind is our child: stop waiting once it is gone
+        my ($child, $err) = ($Test::Nginx::Util::ChildPid, $!);
+        if (defined $child && waitpid($child, WNOHANG) == -1) {
+            warn "WARNING: Child process $child is already gone.\n";
+            warn `tail -n20 '$Test::Nginx::Util::ErrLogFile'`;
+            Test::More->builder->no_ending(1);
+            fail("$name - Can't connect to $addr:$ServerPortForClient: $err (aborted)\n");
+            return (undef, $head_req);
+        }
         my $wait = min(1, (sleep_time() + sleep_time() * $try) * $try / 2);
         warn "$name - Can't connect to $addr:$ServerPortForClient: $!\n"
             . "\tRetry connecting after $wait sec\n" if $wait >= 0.6;

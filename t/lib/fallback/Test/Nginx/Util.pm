@@ -17,6 +17,7 @@ use Carp qw(croak);
 use File::Find ();
 use File::Path qw(make_path remove_tree);
 use File::Spec ();
+use File::Temp ();
 use IO::Socket::INET ();
 use List::Util qw(min shuffle);
 use POSIX qw(SIGQUIT SIGTERM SIGKILL WNOHANG);
@@ -25,7 +26,7 @@ use Test::LongString ();
 use Test::More ();
 use Time::HiRes qw(sleep);
 
-for my $mode (qw(USE_VALGRIND USE_STAP USE_RR CHECK_LEAK BENCHMARK USE_HTTP2
+for my $mode (qw(USE_STAP USE_RR CHECK_LEAK BENCHMARK USE_HTTP2
                  USE_HTTP3 NO_NGINX_MANAGER IGNORE_MISSING_DIRECTIVES)) {
     die "TEST_NGINX_$mode is not supported by the fallback Test::Nginx "
         . "runner (t/lib/fallback); install Test::Nginx from CPAN\n"
@@ -38,7 +39,10 @@ our $LoadModules       = $ENV{TEST_NGINX_LOAD_MODULES};
 our $Timeout           = $ENV{TEST_NGINX_TIMEOUT} || 3;
 our $LogLevel          = $ENV{TEST_NGINX_LOG_LEVEL} || 'debug';
 our $MasterProcessEnabled = $ENV{TEST_NGINX_MASTER_PROCESS} || 'off';
-our $DaemonEnabled     = 'on';
+our $UseValgrind       = $ENV{TEST_NGINX_USE_VALGRIND};
+our $ValgrindExitOnFirstErr = $ENV{TEST_NGINX_VALGRIND_EXIT_ON_FIRST_ERR};
+# Under valgrind nginx runs in the foreground, a child of this process.
+our $DaemonEnabled     = $UseValgrind ? 'off' : 'on';
 our $Workers           = 1;
 our $WorkerConnections = 64;
 our $WorkerUser        = $ENV{TEST_NGINX_WORKER_USER};
@@ -69,6 +73,18 @@ our $CheckErrorLog;     # ($block, $repeated_req_idx): error_log checks
 our ($NginxVersion, $NginxV, $PrevConfig, $ConfigVersion, $ErrLogFilePos);
 our $FirstTime = 1;
 our %RandPorts;         # TEST_NGINX_RAND_PORT_N values of the current block
+our $ChildPid;          # nginx under valgrind, run in the foreground
+our $LastBlockName = 'END';
+our $AnnouncedName = '';    # block name last written to stderr, valgrind mode
+
+# Valgrind mode: the stderr of nginx under valgrind (valgrind's reports) goes
+# to this file; after each block, what is new is copied to our stderr, where
+# the real runner leaves it, and a block with reports fails.
+our ($ValgrindLog, $ValgrindLogPos) = (undef, 0);
+if ($UseValgrind) {
+    (undef, $ValgrindLog) = File::Temp::tempfile('ngx-valgrind-XXXXXX',
+                                                 TMPDIR => 1, UNLINK => 1);
+}
 
 if ($Randomize) {
     $ServerPort = gen_rand_port(1000)
@@ -539,6 +555,10 @@ sub start_nginx {
         unless can_run($NginxBinary);
     my $cmd = nginx_command($block);
     $ErrLogFilePos = 0;
+    if ($UseValgrind) {
+        start_nginx_under_valgrind($name, $cmd);
+        return;
+    }
     # Retry for a while: the previous nginx may still hold the port.
     my ($tries, $waited) = (0, 0);
     while (1) {
@@ -551,6 +571,104 @@ sub start_nginx {
             if $waited >= 30;
     }
     sleep $TestNginxSleep;
+}
+
+# As the real runner does: nginx (daemon off) under valgrind's memcheck, in a
+# child process leading its own process group; the block's requests retry
+# connecting until it listens.  The block's name goes to stderr first, so
+# valgrind's reports that follow are known to be this block's.
+sub valgrind_command {
+    my $cmd = shift;
+    return "valgrind -q $UseValgrind $cmd" if $UseValgrind !~ /^\d+$/;
+    my $opts = '--tool=memcheck --leak-check=full --keep-debuginfo=yes --show-possibly-lost=no';
+    if ($ValgrindExitOnFirstErr) {
+        if (`valgrind --help` =~ /exit-on-first-error/) {
+            $opts .= ' --exit-on-first-error=yes --error-exitcode=1';
+        } else {
+            warn "WARNING: valgrind does not support --exit-on-first-error option\n";
+        }
+    }
+    # valgrind.suppress in the current directory, as the real runner reads it
+    my $supp = -f 'valgrind.suppress' ? ' --suppressions=valgrind.suppress' : '';
+    return "valgrind --num-callers=100 -q $opts --gen-suppressions=all$supp $cmd";
+}
+
+sub start_nginx_under_valgrind {
+    my ($name, $cmd) = @_;
+    $cmd = valgrind_command($cmd);
+    warn "$name\n";
+    $AnnouncedName = $name;
+    warn "command: $cmd\n" if $Verbose;
+    my $pid = fork;
+    bail_out("$name - fork() failed: $!") unless defined $pid;
+    if ($pid == 0) {
+        setpgrp;
+        open STDERR, '>>', $ValgrindLog or POSIX::_exit(127);
+        exec "exec $cmd" or POSIX::_exit(127);
+    }
+    $ChildPid = $pid;
+    sleep $TestNginxSleep;
+}
+
+# Valgrind mode without HUP: the real runner stops nginx after every block.
+# QUIT until the pid file is gone (21 tries, sleep_time() apart), then up to
+# a second for the master to exit; KILL of the process group otherwise.
+sub stop_nginx_after_block {
+    my $name = shift;
+    return unless -f $PidFile;
+    my $pid = read_pid_file($name);
+    if (!is_running($pid)) {
+        unlink $PidFile;
+        return;
+    }
+    for my $try (0 .. 20) {
+        kill SIGQUIT, $pid
+            or warn "$name - Failed to send quit signal to the nginx process with PID $pid\n";
+        sleep $TestNginxSleep;
+        next if -f $PidFile;
+        my $left = 1.0;
+        while ($left > 0 && is_running($pid)) {
+            waitpid $pid, WNOHANG;
+            sleep 0.05;
+            $left -= 0.05;
+        }
+        if (is_running($pid)) {
+            warn "$name - timeout when waiting for the process $pid to exit\n";
+            kill SIGKILL, $pid;
+            waitpid $pid, 0;
+        }
+        return;
+    }
+    # The real runner kills silently here; say so, since the reports of the
+    # processes killed are lost (TEST_NGINX_SLEEP gives nginx more time).
+    warn "WARNING: $name - nginx did not quit within 21 x TEST_NGINX_SLEEP "
+        . "($TestNginxSleep s); killing its process group\n";
+    kill SIGKILL, -$pid;
+    waitpid $pid, 0;
+    unlink $PidFile if -f $PidFile;
+}
+
+# What valgrind wrote since the last call: copied to stderr, where the real
+# runner leaves it, and counted.  With -q valgrind writes nothing but its
+# reports; each starts with a line "==PID== What" (details are indented,
+# "Warning:" lines are not errors).  Any report fails the block.
+sub check_valgrind_output {
+    my $name = shift;
+    return unless defined $ValgrindLog;
+    open my $in, '<', $ValgrindLog or return;
+    seek $in, $ValgrindLogPos, 0;
+    my $text = do { local $/; <$in> } // '';
+    $ValgrindLogPos = tell $in;
+    close $in;
+    return if $text eq '';
+    # a block that reuses a running nginx has not said its name yet
+    print STDERR "$name\n" if $AnnouncedName ne $name;
+    $AnnouncedName = $name;
+    print STDERR $text;
+    my @reports = grep { !/^==\d+== Warning:/ } $text =~ /^(==\d+== \S[^\n]*)$/mg;
+    return unless @reports;
+    Test::More::fail("$name - valgrind reported " . scalar(@reports)
+                     . " error(s), first: $reports[0]");
 }
 
 sub can_run {
@@ -572,6 +690,10 @@ sub reload_nginx {
     sleep $TestNginxSleep;
     return 0 unless kill 'HUP', $pid;
     sleep $TestNginxSleep * 3;
+    if ($UseValgrind) {
+        warn "$name\n";
+        $AnnouncedName = $name;
+    }
     if (defined $block->reload_fails) {
         sleep 0.3;
     } else {
@@ -673,11 +795,14 @@ sub run_block {
 
     my $first_time = $FirstTime;
     $FirstTime = 0;
+    $LastBlockName = $name;
     %RandPorts = ();
     my $config = expand_env_in_text($block->config, $name);
 
     local $LogLevel = $block->log_level || $LogLevel;
+    # must_die ignores HUP and valgrind modes, as in the real runner
     local $UseHup = defined $block->must_die ? 0 : $UseHup;
+    local $UseValgrind = defined $block->must_die ? 0 : $UseValgrind;
     my ($skip_n, $skip_reason) = skip_spec($block);
 
     # Without --- config a block reuses the previous block's running nginx.
@@ -707,6 +832,11 @@ sub run_block {
             $RunTestHelper->($block, $i);
         }
     }
+
+    if ($UseValgrind) {
+        stop_nginx_after_block($name) unless $UseHup;
+        check_valgrind_output($name);
+    }
 }
 
 sub run_tests () {
@@ -727,12 +857,17 @@ sub run_tests () {
 
 sub cleanup {
     $_->() for @CleanupHandlers;
+    # nginx under valgrind (HUP mode keeps it running to the end)
+    if (defined $ChildPid) {
+        kill_process($ChildPid, 'cleanup') if is_running($ChildPid);
+        undef $ChildPid;
+    }
 }
 
 END {
     local $?;    # keep the test script's exit status
     cleanup();
-    if (!$ENV{TEST_NGINX_NO_CLEAN} && -f $PidFile) {
+    if (($UseValgrind || !$ENV{TEST_NGINX_NO_CLEAN}) && -f $PidFile) {
         my $pid = read_pid_file('END');
         if (is_running($pid)) {
             kill_process($pid, 'END');
@@ -740,6 +875,8 @@ END {
             unlink $PidFile;
         }
     }
+    # reports written as nginx stopped (at the end of a HUP mode run)
+    check_valgrind_output($LastBlockName) if $UseValgrind;
     remove_tree($ServRoot) if $Randomize && $ServRoot =~ m{/t/servroot_\d+$};
 }
 
