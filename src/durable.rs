@@ -674,12 +674,24 @@ fn plan_change(
             let Some(view) = counter.map(Counter::view).filter(|v| v.gen == *gen) else {
                 return ChangeResult::Gone;
             };
-            // Our own numbers at or past the target, or anyone else's.
-            let theirs = index
-                .get(key.as_deref())
-                .filter(|e| e.instance != policy.instance)
-                .map_or(0, |e| e.mark);
-            if *target < view.issued || *target < theirs {
+            if *target < view.issued {
+                return ChangeResult::WouldReissue;
+            }
+            if *target <= view.reserved {
+                // Inside our own installed block, which is on disk already:
+                // nothing to write, the count only moves.
+                *block = Some(Block {
+                    key: key.clone(),
+                    gen: *gen,
+                    lo: *target,
+                    hi: view.reserved,
+                });
+                return ChangeResult::Done;
+            }
+            // Past our block: every number up to the file's latest mark may
+            // be someone else's (or ours, not installed yet: we cannot tell).
+            let latest = index.get(key.as_deref()).map_or(0, |e| e.mark);
+            if *target < latest {
                 return ChangeResult::WouldReissue;
             }
             let cap = match view.start {

@@ -235,7 +235,18 @@ invalid value "idle=500ms" in "ticket_zone" directive, it must be a time of at l
 
 
 
-=== TEST 15: (after a clean stop and start) the moved key goes on, the deleted one starts again
+=== TEST 15: an admin location on an unknown zone stops nginx (and the one before it, cleanly)
+--- config
+    location = /admin { ticket_admin zone=nope15; }
+--- request
+GET /admin
+--- must_die
+--- error_log
+unknown zone "nope15" in "ticket_admin" directive
+
+
+
+=== TEST 16: after a clean stop and start, the moved key goes on, the deleted one starts again
 --- http_config
     ticket_zone ad14:1m state=$TEST_NGINX_STATE_DIR/ad14.state reserve=10;
 --- config
@@ -247,3 +258,5 @@ invalid value "idle=500ms" in "ticket_zone" directive, it must be a time of at l
 [200, 200, 409, 200]
 --- response_body_like eval
 [qr/^5001\n/, qr/^1\n/, qr/would reissue/, qr/"issued":5001,/]
+--- error_log eval
+qr/ticket zone "ad14": \d+ counters restored from/

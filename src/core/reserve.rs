@@ -85,15 +85,14 @@ fn plan_counter(
     // key: the key was retired here and starts afresh (its new first mark
     // replaces the old one). Someone else's mark is continued past.
     let entry = entry.filter(|e| logged || !ours(e.instance));
-    // What this instance holds: installed, or on disk and about to be.
-    let covered = match entry {
-        Some(e) if ours(e.instance) => e.mark.max(view.reserved),
-        _ => view.reserved,
-    };
-    let theirs = match entry {
-        Some(e) if !ours(e.instance) => e.mark,
-        _ => 0,
-    };
+    // What this instance holds for sure: the counts installed in shared
+    // memory. A block on disk but not installed yet may lie past someone
+    // else's (a jump), even when the latest mark is our own: it is never
+    // taken to cover what lies between.
+    let held = view
+        .pending
+        .map_or(view.reserved, |(_, hi)| hi.max(view.reserved));
+    let latest = entry.map_or(0, |e| e.mark);
     let want = policy.reserve.max(counter.need);
     let low = view.reserved < view.issued.saturating_add(policy.low_water)
         || view.issued.saturating_add(counter.need) > view.reserved;
@@ -101,30 +100,32 @@ fn plan_counter(
         return;
     }
     let cap = count_cap(view.start);
-    let (lo, hi, write) = if theirs > covered {
-        // Someone reserved past us: our next block lies past theirs.
-        (theirs, theirs.saturating_add(want).min(cap), true)
+    let (lo, hi, write) = if latest > held {
+        // The file's latest mark lies past what we hold (another instance's
+        // block, or one of ours not installed yet): our next block follows.
+        (latest, latest.saturating_add(want).min(cap), true)
     } else {
-        let target = view.issued.saturating_add(want).min(cap);
-        if target > covered {
-            (view.reserved, target, true)
-        } else {
-            // Covered already, by our own records: only install them.
-            (view.reserved, covered, false)
-        }
+        // a waiting batch needs its counts in one block
+        let target = view
+            .issued
+            .saturating_add(want)
+            .max(held.saturating_add(counter.need))
+            .min(cap);
+        (held, target, target > held)
     };
-    if write {
-        if lo >= cap {
-            return; // nothing left to reserve: takers get "exhausted"
-        }
-        plan.records.push(Record::Mark {
-            key: counter.key.clone(),
-            instance: policy.instance,
-            start: view.start,
-            mark: hi,
-            used: view.used / 1000,
-        });
+    if !write {
+        return;
     }
+    if lo >= cap {
+        return; // nothing left to reserve: takers get "exhausted"
+    }
+    plan.records.push(Record::Mark {
+        key: counter.key.clone(),
+        instance: policy.instance,
+        start: view.start,
+        mark: hi,
+        used: view.used / 1000,
+    });
     if hi > view.reserved {
         plan.blocks.push(Block {
             key: counter.key.clone(),
@@ -272,12 +273,24 @@ mod tests {
     }
 
     #[test]
-    fn our_block_on_disk_but_not_installed_is_installed_not_doubled() {
-        // another worker of ours appended 100..160 and has not installed it
+    fn a_block_on_disk_not_installed_yet_is_never_assumed_ours() {
+        // Another worker of ours appended 160 and has not installed its block:
+        // it may have jumped past someone else's (100..150 theirs, 150..160
+        // ours), so this plan follows the mark instead of covering 100..160.
         let idx = index(&[mark(None, US, 160)]);
         let plan = extend(&idx, &policy(), &[counter(None, 60, 100)]);
-        assert!(plan.records.is_empty());
-        assert_eq!(blocks(&plan), vec![(100, 160)]);
+        assert_eq!(blocks(&plan), vec![(160, 260)]);
+        assert!(matches!(plan.records[0], Record::Mark { mark: 260, .. }));
+    }
+
+    #[test]
+    fn a_pending_block_is_held_too() {
+        let idx = index(&[mark(None, US, 400)]);
+        let mut c = counter(None, 90, 100);
+        c.view.pending = Some((300, 400));
+        c.need = 500; // the pending block cannot serve it
+        let plan = extend(&idx, &policy(), &[c]);
+        assert_eq!(blocks(&plan), vec![(400, 900)]);
     }
 
     #[test]
