@@ -30,8 +30,10 @@ Scenarios (issue 10's list; `scripts/fault --list`):
   disk-full        the state directory on a small tmpfs, filled up under load, then freed
 
 Loopback only; every round is bounded in time and requests; every nginx
-process started is stopped by its pid, also on failure. The prefix is kept
-for inspection when a scenario fails.
+process started is stopped by its pid, also on failure. The prefixes are kept
+for inspection when a scenario fails, with every response of a failed
+scenario in NAME.responses.tsv. `--workers 1` runs every nginx with one
+worker process.
 """
 
 import argparse
@@ -434,10 +436,17 @@ class Load:
         self.stop = threading.Event()
         self.records = [[] for _ in range(clients)]
         self.conn_errors = [0] * clients
+        self.crashed = []
         self.threads = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(clients)]
         self.t0 = None
 
     def client(self, index):
+        try:
+            self.run_client(index)
+        except Exception as e:  # a bug in the client: say so, never lose it silently
+            self.crashed.append(f"client {index}: {type(e).__name__}: {e}")
+
+    def run_client(self, index):
         rng = random.Random(index * 7919 + int(self.t0 * 1000))
         port = self.ports[index % len(self.ports)]
         records = self.records[index]
@@ -461,7 +470,12 @@ class Load:
                 conn = None
                 time.sleep(0.005)
                 continue
-            ticket = int(body) if status == 200 else None
+            ticket = None
+            if status == 200:
+                try:
+                    ticket = int(body)
+                except ValueError:
+                    status = -200  # a 200 without a ticket: reported as an unexpected status
             records.append((sent, time.monotonic(), status, counter, ticket,
                             int(headers.get("x-pid", 0)), conn_id))
         if conn is not None:
@@ -542,6 +556,8 @@ class Check:
         each connection."""
         records = load.all()
         self.records.extend(records)
+        for crash in load.crashed:
+            self.fail(f"load client died: {crash}")
         self.requests += len(records)
         self.conn_errors += sum(load.conn_errors)
         last = {}
