@@ -888,12 +888,14 @@ def usr2_kill9(run, args, check):
         time.sleep(step)
         new = n.upgrade()
         orphans = children(new)
+        check.pids.update({p: "old worker" for p in children(old)})
+        check.pids.update({p: "new worker (orphaned later)" for p in orphans})
         time.sleep(step)
         os.kill(new, signal.SIGKILL)
         check.expect(wait_gone([new], 10), "the new master survived SIGKILL")
         time.sleep(step)
         check.expect(all(alive(p) for p in orphans), "the orphaned workers did not keep running")
-        n.reload(old)
+        check.pids.update({p: "old worker after HUP" for p in n.reload(old)})
         marked = time.monotonic()
         time.sleep(step)
         by_orphans = sum(1 for r in load.all() if r[5] in orphans and r[1] > marked and r[2] == 200)
@@ -950,7 +952,9 @@ def usr2_quit_old(run, args, check):
         for i in range(3):
             old = n.master
             size_before = os.path.getsize(n.path("state", "t.state"))
+            check.pids.update({p: f"worker of master {i + 1}" for p in children(old) if p not in check.pids})
             new = n.upgrade()
+            check.pids.update({p: f"worker of master {i + 2}" for p in children(new)})
             time.sleep(step)
             n.quit(old)
             n.master = new
@@ -1240,6 +1244,7 @@ def two_instances(run, args, check):
     for n in (a, b):
         n.configure(durable_http(n.port, state, reserve))
         n.must_start()
+        check.pids.update({p: f"{'A' if n is a else 'B'} worker (start 1)" for p in n.workers()})
     choose = keyed_chooser(["/t", "/k"], args.keys // 2)
     step = args.seconds / 2
     served = {}
@@ -1253,6 +1258,7 @@ def two_instances(run, args, check):
                 n.quit()
             time.sleep(step)
             n.must_start()
+            check.pids.update({p: f"{'AB'[i % 2]} worker (start {i // 2 + 2})" for p in n.workers()})
             time.sleep(step)
         for r in load.all():
             served[r[5]] = served.get(r[5], 0) + 1
