@@ -4,11 +4,13 @@
 //!   block for each, before any worker runs; the restore reads under the
 //!   directory lock.
 //! - A worker whose counter runs low (or whose request waits) plans the
-//!   next blocks and appends them in nginx's thread pool, so no event loop
-//!   waits for the disk; several counters share one append and one fsync.
-//!   Back in the event loop it installs the blocks and wakes its waiting
-//!   requests. Each worker has its own writer: waiting requests are woken
-//!   by their own worker's write, never polled.
+//!   next blocks, appends them and installs them in the zone, all in
+//!   nginx's thread pool and under the directory lock, so no event loop
+//!   waits for the disk and every block of this nginx in the file is in its
+//!   counters once the lock is free; several counters share one append and
+//!   one fsync. Back in the event loop it wakes its waiting requests. Each
+//!   worker has its own writer: waiting requests are woken by their own
+//!   worker's write, never polled.
 //! - At a clean stop the master gives back what was reserved and not
 //!   issued, where nobody reserved past it.
 //!
@@ -132,6 +134,11 @@ fn snapshot(
         });
     }
     for (key, found) in shared.keys() {
+        // A counter retired a moment ago (its generation moved on) holds no
+        // count worth a mark.
+        if found.counter.gen() != found.gen {
+            continue;
+        }
         let need = need(Some(key.as_bytes()));
         if wanted(found.counter, need) {
             counters.push(CounterState {
@@ -258,8 +265,8 @@ fn load_and_reserve(
     session
         .rewrite(&plan.records, file_owner(cycle))
         .map_err(text)?;
-    drop(session);
     install(&shared, lock, &plan.blocks);
+    drop(session);
     let path = durable.path.display();
     if existed {
         ngx_log_error!(
@@ -401,7 +408,6 @@ struct Job {
     changes: Vec<(Change, Option<Block>, ChangeResult)>,
     access: Access,
     /// Filled in by the thread.
-    blocks: Vec<Block>,
     result: Result<(), String>,
     compaction: Option<String>,
 }
@@ -557,7 +563,6 @@ fn post(writer: &mut Writer, zone: &ZoneConf) {
             .map(|p| (p.change.clone(), None, ChangeResult::NotSaved))
             .collect(),
         access: access(cycle),
-        blocks: Vec::new(),
         result: Ok(()),
         compaction: None,
     });
@@ -614,6 +619,11 @@ fn run_job(job: &mut Job, zone: &ZoneConf) -> Result<(), String> {
         )),
     };
     let mut session = state.session().map_err(text)?;
+    if shared.is_closed() {
+        // A reload moved this zone's counters to a new zone (and the state
+        // file with them): this outgoing worker writes nothing more.
+        return Ok(());
+    }
     let policy = policy(durable, &shared);
     let mut records = Vec::new();
     for (change, block, result) in job.changes.iter_mut() {
@@ -648,7 +658,18 @@ fn run_job(job: &mut Job, zone: &ZoneConf) -> Result<(), String> {
             job.compaction = Some(err.to_string());
         }
     }
-    job.blocks = plan.blocks;
+    // Installed before the lock is released: every block of this nginx in
+    // the file is then also in its counters, so a sibling worker's next plan
+    // sees it (a mark of ours past what a counter holds is never ours).
+    if let Some(lock) = zone.memory.as_ref() {
+        install(&shared, lock, &plan.blocks);
+        for (_, block, result) in job.changes.iter_mut() {
+            if let (ChangeResult::Done, Some(block)) = (*result, block.as_ref()) {
+                *result = apply_move(&shared, lock, block);
+            }
+        }
+    }
+    drop(session);
     Ok(())
 }
 
@@ -786,14 +807,8 @@ unsafe extern "C" fn written(ev: *mut ngx_event_t) {
     }
     match job.result {
         Ok(()) => {
-            if let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) {
-                install(&shared, lock, &job.blocks);
-                for (pending, (_, block, result)) in writer.in_job.iter_mut().zip(job.changes) {
-                    pending.result = match (result, block) {
-                        (ChangeResult::Done, Some(block)) => apply_move(&shared, lock, &block),
-                        (result, _) => result,
-                    };
-                }
+            for (pending, (_, _, result)) in writer.in_job.iter_mut().zip(job.changes) {
+                pending.result = result;
             }
             answer_changes(writer);
             if writer.again {
