@@ -429,7 +429,7 @@ fn on_ready(reg: &mut Registry, link: usize, info: Box<ServerInfo>, leases: &mut
         );
     }
     let run_id = info.run_id.clone();
-    let shas = info.scripts.clone();
+    let shas = info.scripts;
     if let Some(server) = reg.servers.get_mut(link) {
         *server = Some(info);
     }
@@ -702,7 +702,7 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
         .servers
         .get(link)
         .and_then(|s| s.as_ref())
-        .map(|s| s.scripts.clone())
+        .map(|s| s.scripts)
     else {
         return; // not ready: sent once the handshake is done
     };
@@ -1091,7 +1091,7 @@ pub fn refill(zone: &ZoneConf, key: Option<&[u8]>, start: u64, max: Option<u64>)
         .servers
         .get(link)
         .and_then(|s| s.as_ref())
-        .map(|s| s.scripts.clone())
+        .map(|s| s.scripts)
     else {
         return;
     };
@@ -1222,7 +1222,7 @@ pub fn admin(
         .servers
         .get(link)
         .and_then(|s| s.as_ref())
-        .map(|s| s.scripts.clone())
+        .map(|s| s.scripts)
         .ok_or(Answer::Unavailable)?;
     let keys = counter_keys(redis, key).ok_or(Answer::Unavailable)?;
     let epoch = reg.epoch;
