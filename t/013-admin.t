@@ -1,6 +1,8 @@
 # ticket_admin: look at a counter, move it forward, retire it; idle expiry;
 # create=off. Every block uses zones of its own (HUP mode reloads between
-# blocks and keeps same-named zones).
+# blocks and keeps same-named zones). check_accum_error_log(): TEST 16's
+# pipelined requests check the error log after each response, for a notice
+# logged when nginx started.
 use lib 't/lib';
 use File::Temp qw(tempdir);
 use Test::Nginx::Socket 'no_plan';
@@ -8,6 +10,7 @@ use Steps;
 
 $ENV{TEST_NGINX_STATE_DIR} = tempdir('ngx-ticket-admin-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
+check_accum_error_log();
 workers(2);
 master_on();
 no_shuffle();
@@ -184,7 +187,7 @@ GET /pub
 
 === TEST 12: idle keys are gone at once, start afresh, and are counted
 --- http_config
-    ticket_zone ad12:1m idle=1s;
+    ticket_zone ad12:1m idle=2s;
 --- config
     location = /t { ticket_counter zone=ad12 key=$arg_k; }
     location = /pub { ticket_counter zone=ad12 key=$arg_k create=off; }
@@ -195,15 +198,18 @@ GET /pub
 --- response_body eval
 ["1\n", "2\n", "1\n"]
 --- steps
-sleep 0.6
+# b is used every 1.2s and stays; a, idle for 2.4s, is gone. The margins
+# (0.8s) leave room for valgrind.
+sleep 1.2
 GET /t?k=b => 200 "2\n"
-sleep 0.6
+sleep 1.2
 GET /pub?k=a => 404 "no such counter\n"
+GET /t?k=b => 200 "3\n"
 GET /admin?key=a => 404 /no such counter/
 GET /t?k=a => 200 "1\n"
 GET /admin?key=a => 200 /"issued":1,/
-GET /t?k=b => 200 "3\n"
-sleep 2.5
+# Idle for 2s, then swept within the sweeper's 1s round.
+sleep 4
 GET /s => 200 /"expired":\d+,"keys":0,/
 
 

@@ -7,7 +7,7 @@ use nginx_sys::{
     ngx_uint_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
     NGX_LOG_ERR,
 };
-use ngx::core::Status;
+use ngx::core::{Pool, Status};
 use ngx::http::HttpModuleLocationConf;
 use ngx::{ngx_log_debug, ngx_log_error};
 
@@ -262,20 +262,18 @@ fn ask_authority(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneCo
     }
     let conf = request.conf();
     let queue = QueueKey::new(zone, request.key, conf.start, conf.max);
-    // SAFETY: request-pool memory, as long as the request can be resumed.
-    let asking = unsafe { ngx_pcalloc(r.pool, core::mem::size_of::<Asking>()) }.cast::<Asking>();
+    // The queue's key is on the heap: `allocate` drops the Asking with the
+    // pool, after the wait's own cleanup (request cleanups run first).
+    // SAFETY: the request's pool outlives every use of the Asking.
+    let asking = unsafe { Pool::from_ngx_pool(r.pool) }.allocate(Asking {
+        request,
+        queue: queue.clone(),
+        id: 0,
+        answer: None,
+    });
     if asking.is_null() {
         return refuse(r, Refusal::Failed);
     }
-    // SAFETY: freshly allocated, sized and aligned for an Asking.
-    unsafe {
-        asking.write(Asking {
-            request,
-            queue: queue.clone(),
-            id: 0,
-            answer: None,
-        })
-    };
     let handle = match wait::park_alone(r, authority_deadline(zone), &AUTHORITY, asking.cast()) {
         Ok(handle) => handle,
         Err(rc) => return rc,
