@@ -933,10 +933,17 @@ def redis_stop(run, args, check):
     local_before = [r.done - r.sent for r in lrec if r.sent < t_stop]
     local_during = [r.done - r.sent for r in lrec if t_stop < r.sent < t_cont]
     check.expect(all(r.status == 200 for r in lrec), "the local zone answered other than 200")
-    check.expect(bool(local_during) and max(local_during) < 0.25,
+    # A worker that waited for Redis would hold its other requests for up to
+    # the timeout (500 ms); a loaded 2-core machine shows a few ms, now and
+    # then a longer stall of the load clients themselves.
+    slowest = sorted((r for r in lrec if t_stop < r.sent < t_cont), key=lambda r: r.sent - r.done)[:3]
+    p99 = sorted(local_during)[int(0.99 * len(local_during))] if local_during else None
+    check.expect(bool(local_during) and max(local_during) < 0.4 and p99 < 0.05,
                  f"the local zone on the same workers waited while Redis was stopped: {lat_stats(local_during)}")
     check.note(f"while stopped: {len(waits)} Redis-zone requests answered 503 ({lat_stats(waits)}); "
-               f"local zone {lat_stats(local_during)} (before: {lat_stats(local_before)})")
+               f"local zone {lat_stats(local_during)} (before: {lat_stats(local_before)}); slowest local: " +
+               ", ".join(f"{(r.done - r.sent) * 1000:.0f} ms sent {r.sent - t_stop:.3f} s after STOP (node {r.node})"
+                         for r in slowest))
     resumed = {}
     for n in nodes:
         first = first_ok_after(rrec, t_cont, n.name)
