@@ -256,3 +256,25 @@ GET /pub?k=other => 404 "no such counter\n"
  qr/ticket_redis_batches_total\{zone="rd16"\} \d+/]
 --- no_error_log
 s3cret
+
+
+
+=== TEST 17: a Redis that lost the zone's data never hands out a number again
+--- http_config
+    ticket_zone rd17:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s fence=100;
+--- config
+    location = /k { ticket_counter zone=rd17 key=$arg_k; }
+--- request
+GET /k?k=a
+--- response_body
+1
+--- steps
+GET /k?k=a => 200 "2\n"
+GET /k?k=a => 200 "3\n"
+# the counter, its metadata and the zone's, as an empty restart leaves them
+redis $TEST_NGINX_REDIS_PORT DEL ticket:rd17:a ticket:rd17;a ticket:rd17; => "3"
+GET /k?k=a => 200 "104\n"
+GET /k?k=a => 200 "105\n"
+--- error_log eval
+[qr/ticket zone "rd17": redis lost the zone's data \(a new epoch\)/,
+ qr/ticket zone "rd17": redis counter "a" was below the last ticket this nginx handed out \(redis lost data\): raised past it by 100/]

@@ -61,6 +61,9 @@ pub const FLAG_LOGGED: u64 = 1;
 /// `flags`: Redis has no more numbers for this life (its `max=` or the
 /// 2^63-1 ceiling was reached elsewhere): a lease that runs out is sold out.
 pub const FLAG_DRAINED: u64 = 2;
+/// `flags`: Redis zones: the zone's metadata in Redis was lost since this
+/// node last heard of the counter (see `core::redis::known`).
+pub const FLAG_EPOCH_LOST: u64 = 4;
 
 /// A counter cell. `#[repr(C)]`: laid out in shared memory that every worker
 /// maps, and across reloads of the same module build.
@@ -537,6 +540,17 @@ impl Counter {
 
     pub fn add_flags(&self, flags: u64) {
         self.flags.fetch_or(flags, Ordering::AcqRel);
+    }
+
+    pub fn clear_flags(&self, flags: u64) {
+        self.flags.fetch_and(!flags, Ordering::AcqRel);
+    }
+
+    /// Redis lost the zone's metadata: the generation it gave this life
+    /// means nothing now. The count (the floor Redis is held to) stays.
+    pub fn lose_remote_epoch(&self) {
+        self.add_flags(FLAG_EPOCH_LOST);
+        self.remote_gen.store(0, Ordering::Release);
     }
 
     pub fn set_remote_gen(&self, gen: u64) {

@@ -29,10 +29,11 @@ use nginx_sys::{ngx_cycle_t, ngx_event_t, ngx_log_t, NGX_LOG_ERR, NGX_LOG_NOTICE
 use ngx::ngx_log_error;
 
 use crate::conf::{MainConf, RedisConf, ZoneConf};
-use crate::core::counter::{Counter, Gen, FLAG_DRAINED};
+use crate::core::counter::{Counter, Gen, FLAG_DRAINED, FLAG_EPOCH_LOST};
 use crate::core::redis::batch::{KeyQueue, Push};
 use crate::core::redis::handshake::{Appendonly, ServerInfo};
 use crate::core::redis::keys::CounterKeys;
+use crate::core::redis::known::{place_lease, LeasePlace, LOST_EPOCH};
 use crate::core::redis::reply::ReplyError;
 use crate::core::redis::resp::{Command as Resp, Value};
 use crate::core::redis::scripts::{
@@ -157,8 +158,8 @@ struct Registry {
     next_id: u64,
     lease_waiters: HashMap<usize, Box<WaitList>>,
     refilling: HashSet<(usize, Option<Vec<u8>>)>,
-    /// This worker's epoch candidate (random hex), offered to new zones.
-    epoch: [u8; 32],
+    /// Random for this worker: the first half of every epoch it offers.
+    epoch_seed: u64,
     /// Warned that a Redis writes no append-only file.
     warned: HashSet<usize>,
 }
@@ -176,6 +177,16 @@ impl Registry {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// The epoch offered to a zone that has none in Redis. Never offered
+    /// twice: a Redis that lost its data must get an epoch no node has seen,
+    /// or the loss would go unnoticed.
+    fn epoch_candidate(&mut self) -> [u8; 32] {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.epoch_seed.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.id().to_le_bytes());
+        scripts::epoch_candidate(&bytes)
     }
 
     fn link_of(&self, zone: usize) -> Option<usize> {
@@ -210,11 +221,7 @@ pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
         return;
     }
     let mut reg = Box::<Registry>::default();
-    let random = crate::process::random_u64s();
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&random[0].to_le_bytes());
-    bytes[8..].copy_from_slice(&random[1].to_le_bytes());
-    reg.epoch = scripts::epoch_candidate(&bytes);
+    reg.epoch_seed = crate::process::random_u64s()[0];
     for zone in main.zones() {
         let Some(redis) = redis_of(zone) else {
             continue;
@@ -447,7 +454,7 @@ fn on_ready(reg: &mut Registry, link: usize, info: Box<ServerInfo>, leases: &mut
         };
         let known = shared.header().remote.run_id.get();
         let id = reg.id();
-        let epoch = reg.epoch;
+        let epoch = reg.epoch_candidate();
         let Some(l) = reg.links.get_mut(link) else {
             return;
         };
@@ -644,7 +651,7 @@ fn known(zone: &ZoneConf, key: Option<&[u8]>, lease: bool) -> Known {
         };
     };
     let epoch = shared.header().remote.epoch.get();
-    let (generation, floor) = match local_counter(&shared, key) {
+    let (generation, floor, lost) = match local_counter(&shared, key) {
         Some((counter, _)) => {
             let view = counter.view();
             let floor = if lease {
@@ -653,14 +660,51 @@ fn known(zone: &ZoneConf, key: Option<&[u8]>, lease: bool) -> Known {
             } else {
                 view.issued
             };
-            ((view.remote_gen != 0).then_some(view.remote_gen), floor)
+            (
+                (view.remote_gen != 0).then_some(view.remote_gen),
+                floor,
+                view.flags & FLAG_EPOCH_LOST != 0,
+            )
         }
-        None => (None, 0),
+        None => (None, 0, false),
     };
     Known {
-        epoch,
+        epoch: if lost { LOST_EPOCH.to_vec() } else { epoch },
         generation,
         floor,
+    }
+}
+
+/// Notes the zone's epoch Redis reported. Another one than this node knew
+/// means Redis lost the zone's metadata (see `core::redis::known`): every
+/// counter forgets its generation, and its next take has Redis check it
+/// against what this nginx handed out. Logged once per node.
+fn adopt_epoch(zone: &ZoneConf, epoch: &[u8], log: *mut ngx_log_t) {
+    let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) else {
+        return;
+    };
+    let remote = &shared.header().remote;
+    lock.lock();
+    let known = remote.epoch.get();
+    let lost = known != epoch && !known.is_empty();
+    if lost {
+        shared.default_counter().lose_remote_epoch();
+        for (_, found) in shared.keys() {
+            found.counter.lose_remote_epoch();
+        }
+    }
+    if known != epoch {
+        remote.epoch.set(epoch);
+    }
+    lock.unlock();
+    if lost {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "ticket zone \"{}\": redis lost the zone's data (a new epoch): every counter \
+             is checked against the last ticket this nginx handed out at its next take",
+            zone.name
+        );
     }
 }
 
@@ -711,7 +755,7 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
     };
     let known = known(zone, key.key.as_deref(), false);
     let limit = TakeLimit::new(key.start, key.max);
-    let epoch = reg.epoch;
+    let epoch = reg.epoch_candidate();
     let idle = key.key.as_ref().and(zone.idle).unwrap_or(0);
     let take_id = reg.id();
     let wait_id = reg.id();
@@ -764,22 +808,25 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
 
 /// Records what Redis said of a counter: its generation, and (strict mode)
 /// the highest count handed out here.
-fn note_counter(zone: &ZoneConf, key: Option<&[u8]>, reply: &TakeReply, floor: Option<u64>) {
+fn note_counter(
+    zone: &ZoneConf,
+    key: Option<&[u8]>,
+    reply: &TakeReply,
+    floor: Option<u64>,
+    log: *mut ngx_log_t,
+) {
     let Some(shared) = zone.shared() else {
         return;
     };
-    if let Some(lock) = zone.memory.as_ref() {
-        let epoch = &shared.header().remote.epoch;
-        lock.lock();
-        if epoch.get() != reply.epoch {
-            epoch.set(&reply.epoch);
-        }
-        lock.unlock();
-    }
+    adopt_epoch(zone, &reply.epoch, log);
     let Some((counter, _)) = local_counter(&shared, key) else {
         return;
     };
     let view = counter.view();
+    if view.flags & FLAG_EPOCH_LOST != 0 && shared.header().remote.epoch.get() == reply.epoch {
+        // Redis answered for this counter in the new epoch: checked.
+        counter.clear_flags(FLAG_EPOCH_LOST);
+    }
     let new_life = view.remote_gen != 0 && reply.generation != view.remote_gen;
     if let Some(floor) = floor {
         if new_life {
@@ -872,11 +919,11 @@ fn on_fence(reg: &mut Registry, link: usize, zone: usize, value: Value, log: *mu
         .and_then(|s| s.as_ref())
         .map(|s| s.run_id.clone())
         .unwrap_or_default();
+    adopt_epoch(zone, &reply.epoch, log);
     if let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) {
         let remote = &shared.header().remote;
         lock.lock();
         remote.run_id.set(run_id.as_bytes());
-        remote.epoch.set(&reply.epoch);
         lock.unlock();
         if reply.fenced {
             remote
@@ -965,7 +1012,7 @@ fn on_take(
                     redis_of(zone).map_or(0, |r| r.args.fence)
                 );
             }
-            note_counter(zone, key.key.as_deref(), &reply, reply.issued_after());
+            note_counter(zone, key.key.as_deref(), &reply, reply.issued_after(), log);
             outcomes
                 .into_iter()
                 .map(|o| match o {
@@ -1104,7 +1151,7 @@ pub fn refill(zone: &ZoneConf, key: Option<&[u8]>, start: u64, max: Option<u64>)
     let gen = local_counter(&shared, key).map_or(0, |(_, gen)| gen);
     let known = known(zone, key, true);
     let limit = TakeLimit::new(start, max);
-    let epoch = reg.epoch;
+    let epoch = reg.epoch_candidate();
     let id = reg.id();
     let idle = key.and(zone.idle).unwrap_or(0);
     let Some(l) = reg.links.get_mut(link) else {
@@ -1168,7 +1215,7 @@ fn on_lease(
             return;
         }
     };
-    note_counter(zone, key, &reply, None);
+    adopt_epoch(zone, &reply.epoch, log);
     if let Some(shared) = zone.shared() {
         shared
             .header()
@@ -1186,23 +1233,25 @@ fn on_lease(
         return; // retired meanwhile: the lease is a gap
     }
     if grant == 0 {
+        note_counter(zone, key, &reply, None, log);
         counter.add_flags(FLAG_DRAINED);
         return;
     }
     let lo = reply.issued_before;
     let hi = lo.saturating_add(grant);
     lock.lock();
-    let view = counter.view();
-    if view.remote_gen != 0 && view.remote_gen != reply.generation
-        || lo < view.issued.min(view.reserved)
-    {
-        // the counter began a new life in Redis: its lease starts over
-        counter.replace_block(lo, hi);
-    } else {
-        counter.add_block(lo, hi);
+    // Placed before the grant's generation is noted: that tells a new life
+    // from a sibling worker's lease that overtook this one.
+    match place_lease(&counter.view(), reply.generation, lo) {
+        LeasePlace::Add => {
+            counter.add_block(lo, hi);
+        }
+        LeasePlace::Replace => counter.replace_block(lo, hi),
+        LeasePlace::Drop => {}
     }
-    lock.unlock();
     counter.set_remote_gen(reply.generation);
+    lock.unlock();
+    note_counter(zone, key, &reply, None, log);
 }
 
 // ---------------------------------------------------------------- admin
@@ -1225,7 +1274,7 @@ pub fn admin(
         .map(|s| s.scripts)
         .ok_or(Answer::Unavailable)?;
     let keys = counter_keys(redis, key).ok_or(Answer::Unavailable)?;
-    let epoch = reg.epoch;
+    let epoch = reg.epoch_candidate();
     let id = reg.id();
     let l = reg.links.get_mut(link).ok_or(Answer::Unavailable)?;
     let out = l.buffer();

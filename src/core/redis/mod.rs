@@ -10,7 +10,8 @@
 //! - [`scripts`]: the Lua scripts (`take`, `fence`, `admin_*`), their
 //!   arguments and replies;
 //! - [`batch`]: group commit, one `take` in flight per counter and worker;
-//! - [`reply`]: typed fields of replies and reply errors.
+//! - [`reply`]: typed fields of replies and reply errors;
+//! - [`known`]: what a node remembers of a counter, and where a lease goes.
 //!
 //! A connection's life, as the edge sees it: [`handshake::Handshake`] until
 //! [`handshake::Progress::Done`], then `fence` for each zone on the
@@ -20,6 +21,7 @@
 pub mod batch;
 pub mod handshake;
 pub mod keys;
+pub mod known;
 pub mod reply;
 pub mod resp;
 pub mod scripts;
