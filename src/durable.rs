@@ -34,7 +34,7 @@ use ngx::ngx_log_error;
 use crate::conf::{DurableConf, ZoneConf, ZoneMemory};
 use crate::core::config::ConfError;
 use crate::core::counter::{Counter, Gen, FLAG_LOGGED, MAX_COUNT};
-use crate::core::reserve::{self, Block, CounterState, Policy};
+use crate::core::reserve::{self, Block, Candidates, CounterState, Policy};
 use crate::core::state::{Access, Compaction, Index, Record, StateError, StateLog};
 use crate::core::table::{Lookup, SharedZone, ZoneLock};
 use crate::wait::{Handle, WaitList, Wake};
@@ -100,11 +100,12 @@ fn policy(durable: &DurableConf, shared: &SharedZone<'_>) -> Policy {
 
 /// The zone's counters as the planner sees it; `needs` are counts waiting
 /// requests want at once. With `low_water`, only the counters that may need
-/// a block (a zone of 100,000 keys is scanned, not copied, per write).
+/// a block; with `candidates`, only those (else the whole table is read).
 fn snapshot(
     shared: &SharedZone<'_>,
     needs: &[(Option<Vec<u8>>, u64)],
     low_water: Option<u64>,
+    candidates: Option<&Candidates>,
 ) -> Vec<CounterState> {
     let need = |key: Option<&[u8]>| {
         needs
@@ -114,38 +115,39 @@ fn snapshot(
             .max()
             .unwrap_or(0)
     };
-    let wanted = |counter: &Counter, need: u64| {
-        let Some(low) = low_water else {
-            return true;
-        };
-        let view = counter.view();
-        view.pending.is_none_or(|(lo, hi)| hi - lo < need.max(1))
-            && (view.flags & FLAG_LOGGED == 0
-                || view.reserved < view.issued.saturating_add(low)
-                || view.issued.saturating_add(need) > view.reserved)
-    };
     let mut counters = Vec::new();
-    let default = shared.default_counter();
-    if wanted(default, need(None)) {
-        counters.push(CounterState {
-            key: None,
-            view: default.view(),
-            need: need(None),
-        });
-    }
-    for (key, found) in shared.keys() {
-        // A counter retired a moment ago (its generation moved on) holds no
-        // count worth a mark.
-        if found.counter.gen() != found.gen {
-            continue;
-        }
-        let need = need(Some(key.as_bytes()));
-        if wanted(found.counter, need) {
+    let mut consider = |key: Option<&[u8]>, counter: &Counter| {
+        let need = need(key);
+        let view = counter.view();
+        if low_water.is_none_or(|low| reserve::wants_block(&view, need, low)) {
             counters.push(CounterState {
-                key: Some(key.as_bytes().to_vec()),
-                view: found.counter.view(),
+                key: key.map(<[u8]>::to_vec),
+                view,
                 need,
             });
+        }
+    };
+    if candidates.is_none_or(Candidates::default_counter) {
+        consider(None, shared.default_counter());
+    }
+    match candidates {
+        Some(candidates) => {
+            for key in candidates.keys() {
+                if let Lookup::Found(found) = shared.find(key) {
+                    if found.counter.gen() == found.gen {
+                        consider(Some(key), found.counter);
+                    }
+                }
+            }
+        }
+        None => {
+            for (key, found) in shared.keys() {
+                // A counter retired a moment ago (its generation moved on)
+                // holds no count worth a mark.
+                if found.counter.gen() == found.gen {
+                    consider(Some(key.as_bytes()), found.counter);
+                }
+            }
         }
     }
     counters
@@ -260,7 +262,7 @@ fn load_and_reserve(
     let plan = reserve::reserve_all(
         session.index(),
         &policy(durable, &shared),
-        &snapshot(&shared, &[], None),
+        &snapshot(&shared, &[], None, None),
     );
     session
         .rewrite(&plan.records, file_owner(cycle))
@@ -325,7 +327,7 @@ pub fn close(zone: &ZoneConf, cycle: &ngx_cycle_t) {
         let records = reserve::give_back(
             session.index(),
             &policy(durable, &shared),
-            &snapshot(&shared, &[], None),
+            &snapshot(&shared, &[], None, None),
         );
         if !records.is_empty() {
             session.rewrite(&records, file_owner(cycle))?;
@@ -354,7 +356,9 @@ struct Writer {
     /// After a failure: the timer of the next attempt.
     retry: Box<ngx_event_t>,
     waiters: Box<WaitList>,
-    /// Counts waiting requests want at once, and keys to retire.
+    /// Counters that may need a block, counts waiting requests want at
+    /// once, and keys to retire.
+    candidates: Candidates,
     needs: Vec<(Option<Vec<u8>>, u64)>,
     retires: Vec<Vec<u8>>,
     /// Admin changes waiting for the next write, and those in it.
@@ -402,6 +406,7 @@ struct Pending {
 struct Job {
     zone: *const ZoneConf,
     state: Option<Box<StateLog>>,
+    candidates: Candidates,
     needs: Vec<(Option<Vec<u8>>, u64)>,
     retires: Vec<Vec<u8>>,
     /// Admin changes (and, filled in by the thread, their outcome).
@@ -439,6 +444,7 @@ fn writer(zone: &ZoneConf) -> Option<&'static mut Writer> {
         again: false,
         retry,
         waiters: WaitList::new(),
+        candidates: Candidates::default(),
         needs: Vec::new(),
         retires: Vec::new(),
         changes: Vec::new(),
@@ -455,9 +461,12 @@ pub fn waiters(zone: &ZoneConf) -> Option<&'static mut WaitList> {
 
 /// After a ticket was taken from a durable zone: extend ahead, before
 /// requests have to wait.
-pub fn after_take(zone: &ZoneConf, counter: &Counter) {
+pub fn after_take(zone: &ZoneConf, key: Option<&[u8]>, counter: &Counter) {
     if let Some(durable) = zone.durable.as_ref() {
         if counter.running_low(durable.low_water()) {
+            if let Some(writer) = writer(zone) {
+                writer.candidates.note(key);
+            }
             schedule(zone);
         }
     }
@@ -466,6 +475,7 @@ pub fn after_take(zone: &ZoneConf, counter: &Counter) {
 /// A waiting request needs `count` counts of `key` at once.
 pub fn need(zone: &ZoneConf, key: Option<&[u8]>, count: u64) {
     if let Some(writer) = writer(zone) {
+        writer.candidates.note(key);
         if count > 1 {
             writer.needs.push((key.map(<[u8]>::to_vec), count));
         }
@@ -529,8 +539,10 @@ unsafe extern "C" fn retry_write(ev: *mut ngx_event_t) {
     // SAFETY: `data` is the zone this timer belongs to (cycle pool).
     let zone = unsafe { &*(*ev).data.cast::<ZoneConf>() };
     if let Some(writer) = writer(zone) {
-        let asked =
-            !writer.waiters.is_empty() || !writer.needs.is_empty() || !writer.changes.is_empty();
+        let asked = !writer.waiters.is_empty()
+            || !writer.candidates.is_empty()
+            || !writer.needs.is_empty()
+            || !writer.changes.is_empty();
         if !writer.in_flight && asked {
             post(writer, zone);
         }
@@ -555,6 +567,7 @@ fn post(writer: &mut Writer, zone: &ZoneConf) {
     let job = Box::new(Job {
         zone: writer.zone,
         state: writer.state.take(),
+        candidates: core::mem::take(&mut writer.candidates),
         needs: core::mem::take(&mut writer.needs),
         retires: core::mem::take(&mut writer.retires),
         changes: writer
@@ -580,6 +593,9 @@ fn post(writer: &mut Writer, zone: &ZoneConf) {
             let job = Box::from_raw((*task).ctx.cast::<Job>());
             (*task).ctx = ptr::null_mut();
             writer.state = job.state;
+            writer.candidates.merge(job.candidates);
+            writer.needs.extend(job.needs);
+            writer.retires.extend(job.retires);
             writer.changes.append(&mut writer.in_job);
             ngx_log_error!(
                 NGX_LOG_ERR,
@@ -618,6 +634,13 @@ fn run_job(job: &mut Job, zone: &ZoneConf) -> Result<(), String> {
             StateLog::open(&durable.path, &job.access, shared.capacity() as usize).map_err(text)?,
         )),
     };
+    // A sibling worker's write may have covered everything already: then
+    // the directory lock is not even taken.
+    let asked = !job.changes.is_empty() || !job.retires.is_empty();
+    let low_water = Some(durable.low_water());
+    if !asked && snapshot(&shared, &job.needs, low_water, Some(&job.candidates)).is_empty() {
+        return Ok(());
+    }
     let mut session = state.session().map_err(text)?;
     if shared.is_closed() {
         // A reload moved this zone's counters to a new zone (and the state
@@ -637,10 +660,15 @@ fn run_job(job: &mut Job, zone: &ZoneConf) -> Result<(), String> {
         );
     }
     let changed = |key: Option<&[u8]>| records.iter().any(|r: &Record| r.key() == key);
-    let counters: Vec<CounterState> = snapshot(&shared, &job.needs, Some(durable.low_water()))
-        .into_iter()
-        .filter(|c| !changed(c.key.as_deref()))
-        .collect();
+    let counters: Vec<CounterState> = snapshot(
+        &shared,
+        &job.needs,
+        Some(durable.low_water()),
+        Some(&job.candidates),
+    )
+    .into_iter()
+    .filter(|c| !changed(c.key.as_deref()))
+    .collect();
     let mut plan = reserve::extend(session.index(), &policy, &counters);
     plan.records.append(&mut records);
     for key in &job.retires {
@@ -825,6 +853,7 @@ unsafe extern "C" fn written(ev: *mut ngx_event_t) {
             );
             // Keep what was asked for; the waiting requests wait on until
             // the next attempt or their deadline.
+            writer.candidates.merge(job.candidates);
             writer.needs.extend(job.needs);
             writer.retires.extend(job.retires);
             answer_changes(writer);

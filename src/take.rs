@@ -184,7 +184,7 @@ pub fn take(
         match taken {
             Take::Tickets { first, count } => {
                 if zone.durable.is_some() {
-                    crate::durable::after_take(zone, counter);
+                    crate::durable::after_take(zone, key, counter);
                 }
                 if let Some(lease) = lease {
                     if counter.running_low((lease / 2).max(1)) {
@@ -220,6 +220,9 @@ pub fn take(
                     }
                     return Outcome::Wait(Wait::Lease);
                 }
+                // A write is asked for here, so that it comes also for a
+                // caller that cannot wait (a variable).
+                crate::durable::need(zone, key, count);
                 return Outcome::Wait(Wait::Reservation);
             }
             Take::Stale if shared.is_closed() => return Outcome::Refused(Refusal::TryAgain),

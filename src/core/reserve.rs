@@ -10,6 +10,8 @@
 //! other without a gap as long as nobody else reserved in between; when
 //! someone did, the next block lies past theirs (a gap, never an overlap).
 
+use std::collections::HashSet;
+
 use crate::core::counter::{CounterView, Gen, FLAG_LOGGED, MAX_COUNT};
 use crate::core::state::{Index, Record};
 
@@ -50,6 +52,57 @@ pub struct Policy {
     pub reserve: u64,
     /// Extend when fewer than this many covered counts are left.
     pub low_water: u64,
+}
+
+/// Whether a counter may need a block now: it has none waiting past a gap
+/// big enough, and it is new to the file, running low, or short of what a
+/// waiting request needs at once.
+pub fn wants_block(view: &CounterView, need: u64, low_water: u64) -> bool {
+    view.pending.is_none_or(|(lo, hi)| hi - lo < need.max(1))
+        && (view.flags & FLAG_LOGGED == 0
+            || view.reserved < view.issued.saturating_add(low_water)
+            || view.issued.saturating_add(need) > view.reserved)
+}
+
+/// The counters a worker saw that may need a write (running low, new to the
+/// file, or waited for). A write plans only these, so what it costs follows
+/// what changed, not the zone's size.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Candidates {
+    default: bool,
+    keys: HashSet<Vec<u8>>,
+}
+
+impl Candidates {
+    /// `None`: the zone's default counter. A key already noted costs no
+    /// allocation (takers note a running-low key on every take).
+    pub fn note(&mut self, key: Option<&[u8]>) {
+        match key {
+            None => self.default = true,
+            Some(key) => {
+                if !self.keys.contains(key) {
+                    self.keys.insert(key.to_vec());
+                }
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Candidates) {
+        self.default |= other.default;
+        self.keys.extend(other.keys);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.default && self.keys.is_empty()
+    }
+
+    pub fn default_counter(&self) -> bool {
+        self.default
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.iter().map(Vec::as_slice)
+    }
 }
 
 /// The most counts a counter whose first ticket is `start` can ever hand
@@ -180,6 +233,49 @@ pub fn give_back(index: &Index, policy: &Policy, counters: &[CounterState]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wants_a_block_when_new_low_or_short() {
+        let logged = |issued, reserved| CounterView {
+            issued,
+            reserved,
+            flags: FLAG_LOGGED,
+            ..CounterView::default()
+        };
+        // new to the file
+        assert!(wants_block(&CounterView::default(), 0, 5));
+        // plenty left, nothing waits
+        assert!(!wants_block(&logged(10, 100), 0, 5));
+        // running low
+        assert!(wants_block(&logged(96, 100), 0, 5));
+        // a waiting batch of 50 does not fit
+        assert!(wants_block(&logged(60, 100), 50, 5));
+        // a block past a gap waits already, big enough
+        let pending = CounterView {
+            pending: Some((200, 300)),
+            ..logged(99, 100)
+        };
+        assert!(!wants_block(&pending, 50, 5));
+        assert!(wants_block(&pending, 150, 5));
+    }
+
+    #[test]
+    fn candidates_note_each_counter_once() {
+        let mut c = Candidates::default();
+        assert!(c.is_empty());
+        c.note(Some(b"a"));
+        c.note(Some(b"a"));
+        c.note(Some(b"b"));
+        assert!(!c.default_counter());
+        let mut other = Candidates::default();
+        other.note(None);
+        other.note(Some(b"b"));
+        c.merge(other);
+        assert!(c.default_counter());
+        let mut keys: Vec<&[u8]> = c.keys().collect();
+        keys.sort();
+        assert_eq!(keys, [b"a".as_slice(), b"b".as_slice()]);
+    }
 
     const US: u64 = 1;
     const THEM: u64 = 2;

@@ -445,7 +445,6 @@ fn park_for_reservation(r: &mut ngx_http_request_t, request: TakeRequest) -> ngx
                 "ticket: waiting for a reservation in \"{}\"",
                 zone.name
             );
-            crate::durable::need(zone, request.key, request.batch.unwrap_or(1));
             Status::NGX_DONE.into()
         }
         Err(rc) => rc,
