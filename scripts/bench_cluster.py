@@ -32,7 +32,7 @@ import json
 from pathlib import Path
 
 from bench_common import (
-    DEBIAN_LUA_MODULES, ROOT, START, Nginx, filesystem_of, http_get, log, median, pid_alive_as,
+    DEBIAN_LUA_MODULES, ROOT, START, Nginx, filesystem_of, fsync_floor, http_get, log, median, pid_alive_as,
     port_in_use, proc_cpu_seconds, raw_response, run_wrk, stop_all,
 )
 
@@ -229,6 +229,9 @@ def run(ctx) -> dict:
         cfg = redis.command("CONFIG", "GET", "append*")
         out["redis"]["config"] = dict(zip(cfg[::2], cfg[1::2]))
         redis.command("SET", LUA_KEY, START - 1)
+        # appendfsync always: Redis fdatasyncs its AOF in every event-loop
+        # turn that wrote, before it answers; this is that call's floor here
+        out["redis"]["fsync_floor"] = fsync_floor(redis.dir / "probe")
         log(f"redis-server {REDIS_PORT} (pid {redis.pid}): {redis_version.split(' sha')[0]}, "
             f"{out['redis']['config']}, dir on {out['redis']['filesystem']['type']}")
         n["lua_copy"].parent.mkdir(parents=True, exist_ok=True)
@@ -294,6 +297,7 @@ def run(ctx) -> dict:
                         res["module_batches"] = batches
                         res["module_tickets"] = tickets
                         res["tickets_per_batch"] = round(tickets / batches, 2) if batches else None
+                        res["batches_per_s"] = round(batches / res["seconds"], 1) if res["seconds"] else None
                     res["round"] = rnd + 1
                     runs[(g, w)][c].append(res)
                     k += 1
@@ -330,6 +334,7 @@ def run(ctx) -> dict:
                     "commands_run_per_ticket": m("commands_run_per_ticket"),
                     "script_us_per_call": m("script_us_per_call"),
                     "tickets_per_batch": m("tickets_per_batch"),
+                    "batches_per_s": m("batches_per_s"),
                     "runs": rs,
                 }
             ways_out[f"{g}/{w}"] = {"group": g, "way": w, "label": label, "nginx": ctx.info["nginx"][g],

@@ -349,6 +349,25 @@ def worker_owned_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def fsync_floor(directory: Path, n: int = 200) -> dict:
+    """Append + fdatasync of 100 bytes, n times, in a file of our own in
+    `directory`: what one durable write on that filesystem cannot go below."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"fsync-probe.{os.getpid()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    ms = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            os.write(fd, b"x" * 100)
+            os.fdatasync(fd)
+            ms.append((time.perf_counter() - t) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return latency_summary(ms)
+
+
 def pid_alive_as(pid: int, name: str) -> bool:
     """Whether pid is alive and its command line mentions `name` (a recorded
     pid is never signalled once something else took it over)."""

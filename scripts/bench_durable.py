@@ -5,6 +5,8 @@ with three zones:
 
   d    32m, state=, 100,000 keys filled through `key=$arg_k` (the zone measured)
   one  1m, state=, a single key: the same measurements without the 100k keys
+  e    32m, state=, a single key: a zone as large as d, but empty (a write
+       walks the zone's table: this separates its size from its keys)
   p    1m, no state: the plain zone the ratio is taken against
 
 and these measurements:
@@ -18,7 +20,7 @@ and these measurements:
                zone's counters, append, fdatasync, install, wake. Its latency,
                less one plain request's, is what an extension takes, seen from
                outside. The state log's frames (one per append) confirm one
-               write per request. Also on zone `one`, to isolate the 100k keys.
+               write per request. Also on zones `one` and `e`.
   load         wrk at 64 connections on zone d's default counter (single
                tickets, an extension every reserve/2 = 5,000 of them, in the
                background) against the plain zone, interleaved: the state= /
@@ -52,7 +54,7 @@ import zlib
 from pathlib import Path
 
 from bench_common import (
-    START, Nginx, filesystem_of, fill_keys, http_get, latency_summary, log, median, paced_load, run_wrk,
+    START, Nginx, filesystem_of, fill_keys, fsync_floor, http_get, latency_summary, log, median, paced_load, run_wrk,
     stop_all, worker_owned_dir,
 )
 
@@ -168,25 +170,6 @@ class StateWatch:
                 "bytes_appended": self.size1 - self.size0}
 
 
-def fsync_floor(directory: Path, n: int = 200) -> dict:
-    """Append + fdatasync of a 100-byte frame, n times, in a file of our own on
-    the same filesystem as the state file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"fsync-probe.{os.getpid()}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-    ms = []
-    try:
-        for _ in range(n):
-            t = time.perf_counter()
-            os.write(fd, b"x" * 100)
-            os.fdatasync(fd)
-            ms.append((time.perf_counter() - t) * 1000)
-    finally:
-        os.close(fd)
-        path.unlink()
-    return latency_summary(ms)
-
-
 # --------------------------------------------------------------- clients ----
 
 
@@ -244,35 +227,37 @@ def run(ctx) -> dict:
            "extension_requests": EXT_REQUESTS[mode], "filesystems": {}}
     roots = []
     if ctx.shmdir:
-        roots.append(("tmpfs", Path(ctx.shmdir) / "state"))
+        roots.append(("tmpfs", Path(ctx.shmdir) / "state", str(Path(ctx.shmdir).parent)))
     else:
         log("durable: no tmpfs directory given (--shmdir): tmpfs skipped")
-    roots.append(("disk", ctx.workdir / "durable-disk-state"))
-    for label, root in roots:
-        out["filesystems"][label] = run_one(ctx, label, root, mode)
+    roots.append(("disk", ctx.workdir / "durable-disk-state", str(ctx.workdir.parent)))
+    for label, root, under in roots:
+        out["filesystems"][label] = run_one(ctx, label, root, mode, under)
     return out
 
 
-def run_one(ctx, label: str, root: Path, mode: str) -> dict:
+def run_one(ctx, label: str, root: Path, mode: str, under: str) -> dict:
     fs = filesystem_of(root.parent)
     log(f"durable zone, {KEYS:,} keys, state directory on {label}: {root} "
         f"({fs['type']} {fs['device']} at {fs['mount']})")
-    for sub in ("d", "one"):
+    for sub in ("d", "one", "e"):
         worker_owned_dir(root / sub)
-    d_file, one_file = root / "d" / "d.state", root / "one" / "one.state"
+    d_file, one_file, e_file = root / "d" / "d.state", root / "one" / "one.state", root / "e" / "e.state"
     srv = Nginx(f"durable-{label}", ctx.bundled_bin, ctx.workdir, PORTS[label], [ctx.bundled_mod],
                 [f"ticket_zone d:{ZONE} state={d_file} reserve={RESERVE};",
                  f"ticket_zone one:1m state={one_file} reserve={RESERVE};",
+                 f"ticket_zone e:{ZONE} state={e_file} reserve={RESERVE};",
                  "ticket_zone p:1m;"],
                 [("= /k", [f"ticket_counter zone=d key=$arg_k start={START};"]),
                  ("= /t", [f"ticket_counter zone=d start={START};"]),
                  ("= /x", [f"ticket_counter zone=d key=ext batch={RESERVE} start={START};"]),
                  ("= /x1", [f"ticket_counter zone=one key=ext batch={RESERVE} start={START};"]),
+                 ("= /xe", [f"ticket_counter zone=e key=ext batch={RESERVE} start={START};"]),
                  ("= /p", [f"ticket_counter zone=p start={START};"]),
                  ("= /status", ["ticket_status zone=d;"])],
                 ctx.limits)
     res: dict = {"state_dir": str(root).replace(str(ctx.workdir), "$TMP"), "filesystem": fs,
-                 "under": "/" + root.parts[1] if len(root.parts) > 1 else str(root)}
+                 "under": under}
     ok, out_t = srv.test()
     if not ok:
         res["available"] = False
@@ -310,7 +295,8 @@ def run_one(ctx, label: str, root: Path, mode: str) -> dict:
         n = EXT_REQUESTS[mode]
         plain, _ = sequential(port, "/p", n)
         ext = {"plain_request": plain}
-        for name, path, file in (("one_key", "/x1", one_file), ("keys_100k", "/x", d_file)):
+        for name, path, file in (("one_key", "/x1", one_file), ("one_key_32m", "/xe", e_file),
+                                 ("keys_100k", "/x", d_file)):
             with StateWatch(file) as w:
                 lat, errors = sequential(port, f"{path}?count={RESERVE}", n)
             ext[name] = {**lat, "errors": errors, **w.summary()}
@@ -410,7 +396,8 @@ def targets(d: dict) -> list[dict]:
             "detail": f"{where}; a request that waits for one state-file write, "
                       f"{ext['n']} in a row: p50 {ext['p50_ms']:.2f} ms, max {ext['max_ms']:.2f} ms; "
                       f"a plain request takes {fs['extension']['plain_request']['p50_ms']:.2f} ms; "
-                      f"1-key zone: p99 {fs['extension']['one_key']['p99_ms']:.2f} ms; "
+                      f"a 1-key zone of 1m: p99 {fs['extension']['one_key']['p99_ms']:.2f} ms, of {ZONE}: "
+                      f"{fs['extension']['one_key_32m']['p99_ms']:.2f} ms; "
                       f"append + fdatasync alone p50 {fs['fsync_floor']['p50_ms']:.2f} ms"
                       + ("" if goal else " (reported, the goal is for tmpfs)")})
         nk = fs["new_keys"]["first_request"]
@@ -437,7 +424,8 @@ def summary_lines(d: dict) -> list[str]:
             f"  {label} ({fs['filesystem']['type']}): fill {fs['fill']['seconds']} s "
             f"({fs['fill']['rate_achieved']:,.0f} keys/s); "
             f"extension p50/p99/max {e['keys_100k']['p50_ms']:.2f}/{e['keys_100k']['p99_ms']:.2f}/"
-            f"{e['keys_100k']['max_ms']:.2f} ms (1 key: {e['one_key']['p50_ms']:.2f}/{e['one_key']['p99_ms']:.2f} ms; "
+            f"{e['keys_100k']['max_ms']:.2f} ms (1 key, {ZONE}: {e['one_key_32m']['p50_ms']:.2f}/"
+            f"{e['one_key_32m']['p99_ms']:.2f} ms, 1m: {e['one_key']['p50_ms']:.2f}/{e['one_key']['p99_ms']:.2f} ms; "
             f"fdatasync {fs['fsync_floor']['p50_ms']:.2f} ms); new key p50/p99 "
             f"{nk['first_request']['p50_ms']:.2f}/{nk['first_request']['p99_ms']:.2f} ms; "
             f"state=/plain at 64 conns {ld['ratio']}; restart stop {fs['restart']['stop_s']} s "
