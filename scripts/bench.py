@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Load benchmark of the ticket module; run through scripts/bench.
 
-Starts one nginx per way of answering the same location, each in its own
-prefix under --workdir and listening on 127.0.0.1:18080-18099, loads them with
-wrk in interleaved rounds, holds many keep-alive connections open on
-ticket_counter, reads the memory numbers from ticket_status, and writes
-bench/results/results.json and bench/results/throughput.png.
+Three parts (--only picks some), written together to
+bench/results/results.json with throughput.png and cluster.png:
 
-Two groups, each on one nginx binary, ratios computed within a group:
+  throughput  here: one nginx per way of answering the same location, each
+              in its own prefix under --workdir on 127.0.0.1:18080-18099,
+              loaded with wrk in interleaved rounds; many keep-alive
+              connections held on ticket_counter; memory per key
+  durable     bench_durable.py: a state= zone of 100,000 keys, on a tmpfs
+              (--shmdir) and on disk
+  cluster     bench_cluster.py: one nginx node and a redis-server of our own
+
+Throughput: two groups, each on one nginx binary, ratios computed within a group:
   bundled  build/sbin/nginx + build/modules/...so:
            ceiling (return 200), counter, keyed (100k keys), state (if
            supported), and ceiling driven by the same wrk Lua client as keyed

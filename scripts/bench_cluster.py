@@ -51,9 +51,11 @@ WAYS = [
     ("system", "lua", "lua-resty-redis INCR per request"),
 ]
 ZONES = {("bundled", "strict"): "rz", ("bundled", "lease"): "rl", ("system", "strict"): "rz"}
-# what the clients send (the rest of commandstats runs inside the take script)
-SENT = ("evalsha", "eval", "incr", "incrby", "ping", "hello", "auth", "select", "script|load", "script")
-OURS = ("info", "config|resetstat", "set", "config")  # the bench's own probes
+# what the clients send (the rest of commandstats - HMGET, GET, INCRBY, HSET,
+# PEXPIRE - runs inside the module's scripts)
+SENT = ("evalsha", "eval", "incr", "ping", "hello", "auth", "select", "script|load", "script",
+        "role", "wait")
+OURS = ("info", "config|resetstat", "config|get", "set", "config")  # the bench's own probes
 
 TARGETS = {"strict_local": 0.6, "strict_lua": 2.0, "lease_local": 0.85}
 
