@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Load benchmark of the ticket module; run through scripts/bench.
 
-Starts one nginx per way of answering the same location, each in its own
-prefix under --workdir and listening on 127.0.0.1:18080-18099, loads them with
-wrk in interleaved rounds, holds many keep-alive connections open on
-ticket_counter, reads the memory numbers from ticket_status, and writes
-bench/results/results.json and bench/results/throughput.png.
+Three parts (--only picks some), written together to
+bench/results/results.json with throughput.png and cluster.png:
 
-Two groups, each on one nginx binary, ratios computed within a group:
+  throughput  here: one nginx per way of answering the same location, each
+              in its own prefix under --workdir on 127.0.0.1:18080-18099,
+              loaded with wrk in interleaved rounds; many keep-alive
+              connections held on ticket_counter; memory per key
+  durable     bench_durable.py: a state= zone of 100,000 keys, on a tmpfs
+              (--shmdir) and on disk
+  cluster     bench_cluster.py: one nginx node and a redis-server of our own
+
+Throughput: two groups, each on one nginx binary, ratios computed within a group:
   bundled  build/sbin/nginx + build/modules/...so:
            ceiling (return 200), counter, keyed (100k keys), state (if
            supported), and ceiling driven by the same wrk Lua client as keyed
@@ -26,21 +31,20 @@ import os
 import platform
 import re
 import resource
-import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-WRK_SCRIPT = ROOT / "scripts" / "bench.lua"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_cluster  # noqa: E402
+import bench_durable  # noqa: E402
+from bench_common import (  # noqa: E402
+    DEBIAN_LUA_MODULES, ROOT, START, Nginx, fill_keys, http_get, log, median, raw_response, run_wrk, stop_all,
+    version_of,
+)
 
-# Every ticket location counts from here, so every body is "NNNNNNNN\n"
-# (9 bytes) for the whole run, and the ceiling answers the same 9 bytes.
-START = 10_000_000
 CEILING_BODY = f"{START}\\n"  # as written in nginx.conf: return 200 "10000000\n"
 KEYS = 100_000
 KEYED_ZONE = "32m"
@@ -64,263 +68,6 @@ LABELS = {
     "state": "ticket_counter, zone with state=",
     "lua": "lua_shared_dict incr",
 }
-
-DEBIAN_LUA_MODULES = [
-    "/usr/lib/nginx/modules/ndk_http_module.so",
-    "/usr/lib/nginx/modules/ngx_http_lua_module.so",
-]
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ---------------------------------------------------------------- nginx ----
-
-
-class Nginx:
-    """One nginx instance: its own prefix, config, port; started as a daemon."""
-
-    def __init__(self, name, binary, workdir, port, modules, http_extra, locations, limits):
-        self.name = name
-        self.binary = binary
-        self.port = port
-        self.prefix = Path(workdir) / name
-        self.modules = modules
-        self.http_extra = http_extra
-        self.locations = locations
-        self.limits = limits
-        self.master = None
-
-    @property
-    def conf_path(self) -> Path:
-        return self.prefix / "conf" / "nginx.conf"
-
-    @property
-    def error_log(self) -> Path:
-        return self.prefix / "logs" / "error.log"
-
-    def config(self) -> str:
-        p = self.prefix
-        mods = "".join(f"load_module {m};\n" for m in self.modules)
-        locs = "".join(
-            f"        location {path} {{\n" + "".join(f"            {line}\n" for line in body) + "        }\n"
-            for path, body in self.locations
-        )
-        extra = "".join(f"    {line}\n" for line in self.http_extra)
-        return f"""{mods}worker_processes {self.limits['workers']};
-worker_rlimit_nofile {self.limits['nofile']};
-error_log {p}/logs/error.log warn;
-pid {p}/logs/nginx.pid;
-
-events {{
-    worker_connections {self.limits['worker_connections']};
-}}
-
-http {{
-    access_log off;
-    default_type text/plain;
-    keepalive_requests {self.limits['keepalive_requests']};
-    keepalive_timeout 120s;
-    client_body_temp_path {p}/tmp/body;
-    proxy_temp_path {p}/tmp/proxy;
-    fastcgi_temp_path {p}/tmp/fastcgi;
-    uwsgi_temp_path {p}/tmp/uwsgi;
-    scgi_temp_path {p}/tmp/scgi;
-{extra}
-    server {{
-        listen 127.0.0.1:{self.port} backlog=4096;
-{locs}    }}
-}}
-"""
-
-    def write(self) -> None:
-        for sub in ("conf", "logs", "tmp", "state"):
-            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
-        # workers run as nobody: let them replace a state= file here (no
-        # sticky bit: they rename over a file the master created)
-        os.chmod(self.prefix / "state", 0o777)
-        self.conf_path.write_text(self.config())
-
-    def cmd(self, *extra):
-        return [str(self.binary), "-p", f"{self.prefix}/", "-e", str(self.error_log),
-                "-c", str(self.conf_path), *extra]
-
-    def test(self) -> tuple[bool, str]:
-        self.write()
-        r = subprocess.run(self.cmd("-t"), capture_output=True, text=True, timeout=30)
-        return r.returncode == 0, (r.stdout + r.stderr).strip()
-
-    def start(self) -> None:
-        if port_in_use(self.port):
-            raise RuntimeError(f"port 127.0.0.1:{self.port} is already in use")
-        ok, out = self.test()
-        if not ok:
-            raise RuntimeError(f"{self.name}: nginx -t failed:\n{out}")
-        r = subprocess.run(self.cmd(), capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"{self.name}: nginx did not start:\n{r.stdout}{r.stderr}")
-        pidfile = self.prefix / "logs" / "nginx.pid"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if pidfile.exists() and pidfile.read_text().strip():
-                self.master = int(pidfile.read_text())
-                if port_in_use(self.port):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name}: nginx did not come up on port {self.port}")
-
-    def stop(self) -> None:
-        stop_all([self])
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) its worker processes have used so far."""
-        total = 0
-        for pid in children_of(self.master) if self.master else []:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-            except (OSError, ValueError, IndexError):
-                pass
-        return total / os.sysconf("SC_CLK_TCK")
-
-    def errors_logged(self) -> list[str]:
-        try:
-            lines = self.error_log.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-        return [l for l in lines if re.search(r"\[(warn|error|crit|alert|emerg)\]", l)]
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == pid:
-                kids.append(int(d.name))
-    return kids
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def stop_all(servers) -> None:
-    """Fast shutdown (SIGTERM) of the nginx masters we started, all at once;
-    SIGKILL for any master or worker of theirs still there after 10 s."""
-    procs = []
-    for srv in servers:
-        if srv.master is None:
-            continue
-        master, srv.master = srv.master, None
-        workers = children_of(master)
-        try:
-            os.kill(master, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        procs.append((master, workers))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if not any(alive(p) for m, ws in procs for p in (m, *ws)):
-            return
-        time.sleep(0.05)
-    for master, workers in procs:
-        for pid in [*children_of(master), *workers, master]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def http_get(port: int, path: str, timeout: float = 30) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
-
-
-def raw_response(port: int, path: str) -> bytes:
-    """The full response bytes to one keep-alive GET, as wrk would see them."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-        if m:
-            want = int(m.group(1))
-            while len(body) < want:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
-        return head + b"\r\n\r\n" + body
-
-
-def version_of(binary) -> str:
-    r = subprocess.run([str(binary), "-v"], capture_output=True, text=True)
-    return (r.stdout + r.stderr).strip().split("/")[-1]
-
-
-# ------------------------------------------------------------------ wrk ----
-
-
-def run_wrk(port: int, path: str, conns: int, duration: int, keys: int | None = None) -> dict:
-    threads = min(2, conns)  # wrk needs connections >= threads
-    env = dict(os.environ)
-    env.pop("BENCH_KEYS", None)
-    if keys:
-        env["BENCH_KEYS"] = str(keys)
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s",
-           "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}{path}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60)
-    m = re.search(r"^BENCH (\{.*\})$", r.stdout, re.M)
-    if r.returncode != 0 or not m:
-        raise RuntimeError(f"wrk failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
-    d = json.loads(m.group(1))
-    secs = d["duration_us"] / 1e6
-    errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
-    detail = {k: d[k] for k in ("connect", "read", "write", "status", "timeout") if d[k]}
-    if d["requests"] == 0:
-        # nothing answered in the whole run: wrk counts no error for requests
-        # still waiting at the end, so count one per connection
-        errors += conns
-        detail["no_response"] = conns
-    return {
-        "rps": d["requests"] / secs if secs else 0.0,
-        "requests": d["requests"],
-        "seconds": round(secs, 3),
-        "p50_ms": d["p50_us"] / 1000,
-        "p90_ms": d["p90_us"] / 1000,
-        "p99_ms": d["p99_us"] / 1000,
-        "max_ms": d["max_us"] / 1000,
-        "errors": errors,
-        "error_detail": detail,
-        "threads": threads,
-    }
 
 
 # ----------------------------------------------------- keep-alive hold ----
@@ -425,10 +172,6 @@ def run_hold(port: int, path: str, n: int, requests_each: int, pause: float, tim
 # ------------------------------------------------------------- main -------
 
 
-def median(xs):
-    return statistics.median(xs) if xs else None
-
-
 def machine_info() -> dict:
     cpu = ""
     try:
@@ -460,15 +203,32 @@ def machine_info() -> dict:
     }
 
 
+class Context:
+    """What every part of the run shares: options, binaries, limits, where to work."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+PARTS = ("throughput", "durable", "cluster")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=3, help="seconds per run (whole seconds: wrk's unit)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=",".join(PARTS),
+                    help="comma-separated parts to run: " + ", ".join(PARTS) + " (default: all)")
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--out", help="results folder (default bench/results, bench/results/quick with --quick)")
+    ap.add_argument("--shmdir", help="an empty directory on a tmpfs for the durable part (scripts/bench makes one)")
+    ap.add_argument("--out", help="results folder (default bench/results, bench/results/quick with --quick, "
+                                  "bench/results/partial with --only)")
     args = ap.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if not parts or any(p not in PARTS for p in parts):
+        ap.error(f"--only takes some of {', '.join(PARTS)}")
 
     conns_list = [1, 16, 64, 256, 1024]
     hold_n = 10_000
@@ -510,13 +270,64 @@ def main() -> int:
             return 2
 
     workdir = Path(args.workdir)
-    # a smoke run never replaces the results of a full one
-    out = Path(args.out or ROOT / "bench" / "results" / ("quick" if args.quick else ""))
+    # a smoke run (or a partial one) never replaces the results of a full one
+    sub = "quick" if args.quick else ("partial" if set(parts) != set(PARTS) else "")
+    out = Path(args.out or ROOT / "bench" / "results" / sub)
     out.mkdir(parents=True, exist_ok=True)
 
     info = machine_info()
     info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     info["nginx"] = {"bundled": version_of(bundled_bin), "system": version_of(system_bin)}
+    ctx = Context(args=args, quick=args.quick, rounds=args.rounds, duration=args.duration,
+                  conns_list=conns_list, warmup_s=warmup_s, hold_n=hold_n, hold_waves=hold_waves,
+                  hold_pause=hold_pause, limits=limits, workdir=workdir,
+                  shmdir=Path(args.shmdir) if args.shmdir else None, info=info,
+                  bundled_bin=bundled_bin, bundled_mod=bundled_mod,
+                  system_bin=system_bin, system_mod=system_mod)
+
+    results: dict = {"meta": info, "parts": parts}
+    if "throughput" in parts:
+        run_throughput(ctx, results)
+    if "durable" in parts:
+        results["durable"] = bench_durable.run(ctx)
+    if "cluster" in parts:
+        results["cluster"] = bench_cluster.run(ctx)
+
+    info["loadavg_end"] = os.getloadavg()[0]
+    results["options"] = {
+        "workers": args.workers, "rounds": args.rounds, "duration_s": args.duration,
+        "connections": conns_list, "wrk_threads": "min(2, connections)", "quick": args.quick,
+        "hold_connections": hold_n, "start": START, "keys": KEYS,
+        "worker_connections": worker_connections, "worker_rlimit_nofile": nofile,
+        "keepalive_requests": limits["keepalive_requests"],
+        "statistic": "median over rounds (req/s, p50, p99); errors summed over rounds; "
+                     "ratio = median req/s / median req/s of the group's ceiling",
+    }
+    results["targets"] = targets(results)
+
+    (out / "results.json.tmp").write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(out / "results.json.tmp", out / "results.json")
+    written = [out / "results.json"]
+    if "groups" in results:
+        plot(results, out / "throughput.png")
+        written.append(out / "throughput.png")
+    if "cluster" in results and results["cluster"].get("ways"):
+        bench_cluster.plot(results, out / "cluster.png")
+        written.append(out / "cluster.png")
+    log("wrote " + ", ".join(str(w) for w in written))
+    print_summary(results)
+    return 0
+
+
+def run_throughput(ctx: Context, results: dict) -> None:
+    """The first part: one location answered several ways, at 1..1024
+    connections; 10,000 held connections; memory per key."""
+    args, conns_list, warmup_s = ctx.args, ctx.conns_list, ctx.warmup_s
+    hold_n, hold_waves, hold_pause = ctx.hold_n, ctx.hold_waves, ctx.hold_pause
+    limits, workdir, info = ctx.limits, ctx.workdir, ctx.info
+    worker_connections = limits["worker_connections"]
+    bundled_bin, bundled_mod = ctx.bundled_bin, ctx.bundled_mod
+    system_bin, system_mod = ctx.system_bin, ctx.system_mod
 
     ticket = f"ticket_counter zone=%s start={START};"
     ceiling_loc = ["add_header Cache-Control no-store;", f'return 200 "{CEILING_BODY}";']
@@ -555,7 +366,7 @@ def main() -> int:
     emerg = [l for l in out_t.splitlines() if "[emerg]" in l] or out_t.splitlines()[-1:] or [""]
     msg = re.sub(r"^nginx: \[emerg\] (.*?)( in \S+:\d+)?$", r"\1", emerg[0])
     state_info = {"available": ok, "nginx_t": msg.replace(str(workdir), "$TMP"),
-                  "directive": f"ticket_zone s:1m state=$TMP/bundled-state/state/tickets.state reserve=10000;"}
+                  "directive": "ticket_zone s:1m state=$TMP/bundled-state/state/tickets.state reserve=10000;"}
     if not ok:
         log(f"state= zones: not available ({state_info['nginx_t']})")
         del servers[("bundled", "state")]
@@ -563,7 +374,7 @@ def main() -> int:
         log("state= zones: available")
 
     started: list[Nginx] = []
-    results = {"meta": info, "state": state_info}
+    results["state"] = state_info
     try:
         for key, srv in servers.items():
             srv.start()
@@ -604,15 +415,13 @@ def main() -> int:
             for way in wl:
                 port, path, keys = target(group, way)
                 run_wrk(port, path, 64, warmup_s, keys)
-        # keyed: create all 100k keys first, so the runs measure steady state
+        # keyed: create all 100k keys first (each asked once), so the runs
+        # measure steady state
         keyed_port = servers[("bundled", "keyed")].port
-        deadline = time.monotonic() + 90
-        while True:
-            st = json.loads(http_get(keyed_port, "/status")[2])["zones"]["k"]
-            if st["keys"] >= KEYS or time.monotonic() > deadline:
-                break
-            run_wrk(keyed_port, "/t", 64, 2, KEYS)
-        log(f"  keyed zone: {st['keys']} keys of capacity {st['capacity']}")
+        fill = fill_keys(keyed_port, KEYS, 64, "/t")
+        st = json.loads(http_get(keyed_port, "/status")[2])["zones"]["k"]
+        log(f"  keyed zone: {st['keys']} keys of capacity {st['capacity']} "
+            f"(made in {fill['seconds']:.1f} s, {fill['errors']} errors)")
         keyed_zone_info = {k: st[k] for k in ("size", "capacity", "keys")}
 
         # ----------------------------------------------- measurements ----
@@ -742,31 +551,25 @@ def main() -> int:
     finally:
         stop_all(started)
 
-    info["loadavg_end"] = os.getloadavg()[0]
-    results["options"] = {
-        "workers": args.workers, "rounds": args.rounds, "duration_s": args.duration,
-        "connections": conns_list, "wrk_threads": "min(2, connections)", "quick": args.quick,
-        "hold_connections": hold_n, "start": START, "keys": KEYS,
-        "worker_connections": worker_connections, "worker_rlimit_nofile": nofile,
-        "keepalive_requests": limits["keepalive_requests"],
-        "statistic": "median over rounds (req/s, p50, p99); errors summed over rounds; "
-                     "ratio = median req/s / median req/s of the group's ceiling",
-    }
-    results["targets"] = targets(results)
-
-    (out / "results.json.tmp").write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(out / "results.json.tmp", out / "results.json")
-    plot(results, out / "throughput.png")
-    log(f"wrote {out / 'results.json'} and {out / 'throughput.png'}")
-    print_summary(results)
-    return 0
 
 
 def targets(res: dict) -> list[dict]:
-    """The project's speed targets, as ratios measured in this run (at 64 connections).
-    Each detail also gives the same comparison in nginx worker CPU per request
-    (cost of the other way / cost of this one), which wrk's share of the cores
-    does not blur."""
+    """The project's speed targets as measured in this run: ratios at 64
+    connections (entries without "kind"), and latencies that must stay below
+    a bound (kind "max", with value and unit). `met` is None where a number is
+    only reported (the durable zone on disk)."""
+    out = throughput_targets(res) if "groups" in res else []
+    if "durable" in res:
+        out += bench_durable.targets(res["durable"])
+    if "cluster" in res:
+        out += bench_cluster.targets(res["cluster"])
+    return out
+
+
+def throughput_targets(res: dict) -> list[dict]:
+    """Ratios at 64 connections. Each detail also gives the same comparison in
+    nginx worker CPU per request (cost of the other way / cost of this one),
+    which wrk's share of the cores does not blur."""
     c = "64" if "64" in next(iter(res["groups"]["bundled"]["ways"].values()))["results"] else None
     b = res["groups"]["bundled"]["ways"]
     s = res["groups"]["system"]["ways"]
@@ -798,8 +601,13 @@ def targets(res: dict) -> list[dict]:
         f"bundled nginx, {c} connections; against the ceiling driven by the same "
         f"?k= wrk client: {k.get('ratio_same_client'):.2f}; " + cpu(b["ceiling"], b["keyed"]))
     if "state" in b:
+        more = ""
+        for label, fs in (res.get("durable") or {}).get("filesystems", {}).items():
+            if fs.get("available") and fs["load"]["ratio"] is not None:
+                more += (f"; with {bench_durable.KEYS // 1000}k keys in the zone (state directory on {label}): "
+                         f"{fs['load']['ratio']:.2f}")
         add("state= zone / plain zone", b["state"]["results"][c]["ratio_to_counter"], 0.9,
-            f"bundled nginx, {c} connections; " + cpu(b["counter"], b["state"]))
+            f"bundled nginx, {c} connections; " + cpu(b["counter"], b["state"]) + more)
     else:
         out.append({"target": "state= zone / plain zone", "ratio": None, "goal": 0.9, "met": None,
                     "detail": "nginx -t: " + res["state"]["nginx_t"]})
@@ -857,6 +665,35 @@ def print_summary(res: dict) -> None:
     print(f"{m['nproc']} cores, {m['cpu']}; nginx {m['nginx']['bundled']} (bundled) / "
           f"{m['nginx']['system']} (Debian); {o['workers']} workers; {o['rounds']} rounds x "
           f"{o['duration_s']:g}s; load average {m['loadavg_start']:.2f} -> {m['loadavg_end']:.2f}")
+    if "groups" in res:
+        print_throughput(res)
+    if "durable" in res:
+        print("\n".join(bench_durable.summary_lines(res["durable"])))
+    if "cluster" in res:
+        print("\n".join(bench_cluster.summary_lines(res["cluster"])))
+    print("targets (ratios and latencies from this run):")
+    for t in res["targets"]:
+        verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
+        if t.get("kind") == "max":
+            value = "-" if t["value"] is None else f"{t['value']:.2f} {t['unit']}"
+            goal = f"<= {t['goal']:g} {t['unit']}"
+        else:
+            value = "-" if t["ratio"] is None else f"{t['ratio']:.3f}"
+            goal = f">= {t['goal']}"
+        print(f"  {t['target']:42s} {value:>9s} (goal {goal})  {verdict}   [{t['detail']}]")
+    logged = dict(res.get("error_log_lines") or {})
+    for label, fs in (res.get("durable") or {}).get("filesystems", {}).items():
+        if fs.get("error_log_lines"):
+            logged[f"durable-{label}"] = fs["error_log_lines"]
+    logged.update((res.get("cluster") or {}).get("error_log_lines") or {})
+    if logged:
+        print("error-log lines at warn or above:")
+        for name, lines in logged.items():
+            for line in lines[-5:]:
+                print(f"  {name}: {line}")
+
+
+def print_throughput(res: dict) -> None:
     for gname, g in res["groups"].items():
         print(f"-- {gname} nginx {g['nginx']} --")
         cs = list(next(iter(g["ways"].values()))["results"])
@@ -880,16 +717,6 @@ def print_summary(res: dict) -> None:
     mem = res["memory"]
     print(f"memory: {mem['bytes_per_key']} bytes of shared memory per key; "
           f"a 1 MB zone holds {mem['keys_in_1m_zone']} keys (filled {mem['filled']})")
-    print("targets (64 connections, ratios from this run):")
-    for t in res["targets"]:
-        verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
-        ratio = "-" if t["ratio"] is None else f"{t['ratio']:.3f}"
-        print(f"  {t['target']:42s} {ratio:>6s} (goal >= {t['goal']})  {verdict}   [{t['detail']}]")
-    if res.get("error_log_lines"):
-        print("error-log lines at warn or above:")
-        for name, lines in res["error_log_lines"].items():
-            for line in lines[-5:]:
-                print(f"  {name}: {line}")
 
 
 if __name__ == "__main__":
