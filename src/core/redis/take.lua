@@ -4,91 +4,13 @@
 --       floor, partial, then one count per request in arrival order.
 -- Reply: {epoch, g, count before the grants, repaired, fenced, grant...}.
 --
--- This script runs for every batch, so it stands alone (no shared prelude)
--- and takes a fast path: counts below 10^15 are exact as Lua numbers, and
--- only larger ones (up to 2^63-1) fall back to decimal-string arithmetic.
-
-local MAX_COUNT = '9223372036854775807'
-local MAX_REQUEST = 1000000000
-local MAX_REQUESTS = 1024
-
-local function fail(message)
-  error(redis.error_reply('ticket: ' .. message))
-end
-
--- Byte-wise comparison of two canonical decimals (never `<` on strings of
--- different lengths, and never the server's locale).
-local function cmp(a, b)
-  if #a ~= #b then
-    return #a < #b and -1 or 1
-  end
-  if #a <= 15 then
-    local x, y = tonumber(a), tonumber(b)
-    return x < y and -1 or (x > y and 1 or 0)
-  end
-  for i = 1, #a do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then
-      return x < y and -1 or 1
-    end
-  end
-  return 0
-end
-
--- A canonical non-negative decimal no larger than 2^63-1 (stored values are
--- checked: an operator's typo is an error, never read as 0).
-local function is_count(s)
-  if s == '0' then
-    return true
-  end
-  if type(s) ~= 'string' or #s > 19 or not string.find(s, '^[1-9]%d*$') then
-    return false
-  end
-  return #s < 19 or cmp(s, MAX_COUNT) <= 0
-end
-
-local function stored(value, what)
-  if value and not is_count(value) then
-    fail(what .. ' does not hold a count')
-  end
-  return value
-end
-
-local function add(a, b)
-  if #a <= 15 and #b <= 15 then
-    return string.format('%d', tonumber(a) + tonumber(b))
-  end
-  local digits, carry = {}, 0
-  local i, j = #a, #b
-  while i > 0 or j > 0 or carry > 0 do
-    local d = carry
-    if i > 0 then
-      d = d + string.byte(a, i) - 48
-      i = i - 1
-    end
-    if j > 0 then
-      d = d + string.byte(b, j) - 48
-      j = j - 1
-    end
-    carry = d >= 10 and 1 or 0
-    digits[#digits + 1] = string.char(48 + d - 10 * carry)
-  end
-  return string.reverse(table.concat(digits))
-end
-
--- a + b, never past 2^63-1: a count at the ceiling refuses every request.
-local function add_capped(a, b)
-  local sum = add(a, b)
-  if cmp(sum, MAX_COUNT) > 0 then
-    return MAX_COUNT
-  end
-  return sum
-end
+-- This script runs for every batch: after decimal.lua only (none of the
+-- metadata helpers), with the fast path for counts below 10^15.
 
 -- What is left below `limit` as a Lua number, or nil when more than any
 -- batch can take (at most 1024 * 10^9 < 10^15).
 local function remaining(count, limit)
-  if cmp(count, limit) >= 0 then
+  if dec_cmp(count, limit) >= 0 then
     return 0
   end
   if #limit <= 15 then
@@ -113,14 +35,6 @@ local function remaining(count, limit)
     return tonumber(left) or 0
   end
   return nil
-end
-
-local function count_arg(i, name)
-  local s = ARGV[i]
-  if not is_count(s) then
-    fail(name .. ' must be a count')
-  end
-  return s
 end
 
 local counter, counter_meta, zone_meta = KEYS[1], KEYS[2], KEYS[3]
@@ -162,14 +76,14 @@ end
 -- back when it fails half-way.
 local zm = redis.call('HMGET', zone_meta, 'epoch', 'fence', 'gen')
 local epoch = zm[1]
-local zone_fence = stored(zm[2], 'the zone fence') or '0'
-if stored(zm[3], 'the zone generation') == MAX_COUNT then
+local zone_fence = stored_count(zm[2], 'the zone fence') or '0'
+if stored_count(zm[3], 'the zone generation') == MAX_COUNT then
   fail('the zone generation is at its ceiling')
 end
 local meta = redis.call('HMGET', counter_meta, 'g', 'f', 'u')
-local gen = stored(meta[1], 'the counter generation')
-local applied = stored(meta[2], 'the counter fence') or '0'
-local count = stored(redis.call('GET', counter), 'the counter') or '0'
+local gen = stored_count(meta[1], 'the counter generation')
+local applied = stored_count(meta[2], 'the counter fence') or '0'
+local count = stored_count(redis.call('GET', counter), 'the counter') or '0'
 
 if not epoch then
   redis.call('HSETNX', zone_meta, 'epoch', candidate)
@@ -186,16 +100,16 @@ end
 -- zone metadata was lost (new epoch) or within the same life (same gen).
 local repaired, fenced = 0, 0
 if floor ~= '0' and ((known_epoch ~= '' and known_epoch ~= epoch) or gen == known_gen)
-    and cmp(count, floor) < 0 then
-  count = add_capped(floor, fence)
+    and dec_cmp(count, floor) < 0 then
+  count = dec_add_capped(floor, fence)
   redis.call('SET', counter, count)
   applied = zone_fence
   repaired = 1
-elseif cmp(applied, zone_fence) < 0 then
+elseif dec_cmp(applied, zone_fence) < 0 then
   -- Redis restarted since this counter was last used: it may have lost
   -- writes, so skip ahead once, however many restarts there were.
   if fence ~= '0' then
-    count = add_capped(count, fence)
+    count = dec_add_capped(count, fence)
     redis.call('SET', counter, count)
   end
   applied = zone_fence

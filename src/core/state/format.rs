@@ -18,6 +18,8 @@ use std::collections::HashSet;
 use super::ErrorKind;
 
 pub const MAGIC: &[u8; 8] = b"NGXTKST2";
+/// The whole-file format of earlier releases (read by `v1`).
+pub const V1_MAGIC: &[u8; 8] = b"NGXTKST1";
 pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 20;
 /// `len` and `crc32` in front of every frame's payload.
@@ -139,7 +141,7 @@ pub fn encode_header(out: &mut Vec<u8>) {
 /// Reads the header; for v2 the frames start at [`HEADER_LEN`].
 pub fn check_header(bytes: &[u8]) -> Result<Version, ErrorKind> {
     match bytes.get(..MAGIC.len()) {
-        Some(magic) if magic == super::v1::MAGIC => return Ok(Version::V1),
+        Some(magic) if magic == V1_MAGIC => return Ok(Version::V1),
         Some(magic) if magic == MAGIC => {}
         _ => return Err(ErrorKind::NotAStateFile),
     }

@@ -12,10 +12,9 @@
 
 use std::collections::HashSet;
 
-use super::format::{check_mark, Reader, Record, KEY_MAX};
+use super::format::{check_mark, Reader, Record, KEY_MAX, V1_MAGIC as MAGIC};
 use super::ErrorKind;
 
-pub const MAGIC: &[u8; 8] = b"NGXTKST1";
 const VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8;
 const CRC_LEN: usize = 4;
