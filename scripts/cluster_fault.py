@@ -62,7 +62,7 @@ from collections import defaultdict, namedtuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fault  # noqa: E402  scripts/fault.py: prefixes, nginx processes
-from fault import Failure, Nginx, Run, alive, become_subreaper, server  # noqa: E402
+from fault import Failure, Nginx, Run, become_subreaper, server  # noqa: E402
 
 ROOT = fault.ROOT
 MODULE_NAME = fault.MODULE_NAME
@@ -466,6 +466,9 @@ class Check:
         what = "" if r.body is None else f" {r.body!r}"
         return (f"{fmt_counter(r.counter)} node {r.node} pid {r.pid} sent {self.t(r.sent):.3f} s "
                 f"answered {self.t(r.done):.3f} s: {r.status}{tickets}{what}")
+
+    def has_records(self):
+        return bool(self.records or self.admin)
 
     def dump(self, path):
         with open(path, "w") as f:
@@ -1584,55 +1587,9 @@ def main():
     run = ClusterRun(args.keep)
     run.workers = args.workers
     run.install(args.nginx, args.module)
-    results = []
-    failed = False
-    started = time.monotonic()
-    try:
-        for name in names:
-            print(f"== {name}: {SCENARIOS[name].__doc__}", flush=True)
-            check = Check(name)
-            t0 = time.monotonic()
-            try:
-                outcome = SCENARIOS[name](run, args, check)
-            except Failure as e:
-                check.fail(str(e))
-                outcome = None
-            except Exception as e:  # a bug here, or nginx gone: report, go on
-                import traceback
-                traceback.print_exc()
-                check.fail(f"{type(e).__name__}: {e}")
-                outcome = None
-            finally:
-                run.stop_everything()
-            ok = check.finish(time.monotonic() - t0)
-            if not ok and (check.records or check.admin):
-                check.dump(os.path.join(run.base, f"{name}.responses.tsv"))
-            status_word = "SKIP" if outcome == "skip" else ("PASS" if ok else "FAIL")
-            failed |= not ok
-            results.append((name, status_word, check))
-            print(f"   {status_word} {name}: {fmt_stats(check.stats)}", flush=True)
-    finally:
-        run.cleanup(failed)
-    total = time.monotonic() - started
-    print()
-    print("cluster fault test summary:")
-    for name, status_word, check in results:
-        print(f"  {status_word} {name:14} {fmt_stats(check.stats)}")
-        for failure in check.failures:
-            print(f"       FAIL: {failure}")
-        for note in check.notes:
-            if note.startswith("note:"):
-                print(f"       {note}")
-    requests = sum(c.stats.get("requests", 0) for _, _, c in results)
-    dups = sum(c.stats.get("duplicates", 0) for _, _, c in results)
-    bad = [n for n, s, _ in results if s == "FAIL"]
-    print(f"{requests} requests, {dups} duplicates, {total:.0f} s")
-    print(f"cluster fault test: {'FAILED: ' + ', '.join(bad) if bad else 'passed'}")
-    return 1 if bad else 0
-
-
-def fmt_stats(stats):
-    return ", ".join(f"{k} {v}" for k, v in stats.items())
+    return fault.run_scenarios("cluster fault test", SCENARIOS, names, run, args, Check,
+                               lambda results: "{} requests".format(
+                                   sum(c.stats.get("requests", 0) for _, _, c in results)))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -594,6 +595,9 @@ class Check:
         who = [f"{self.role(r[5])} at {r[1] - t0:.2f} s" for r in self.records
                if r[2] == 200 and r[3] == counter and r[4] == ticket]
         return "; ".join(who) or "the start after the scenario"
+
+    def has_records(self):
+        return bool(self.records)
 
     def dump(self, path):
         with open(path, "w") as f:
@@ -1465,26 +1469,36 @@ def main():
     run = Run(args.keep)
     run.workers = args.workers
     run.install(args.nginx, args.module)
+    return run_scenarios("fault test", SCENARIOS, names, run, args, Check,
+                         lambda results: "{} tickets collected".format(
+                             sum(c.stats.get("tickets", 0) for _, _, c in results)))
+
+
+def run_scenarios(title, scenarios, names, run, args, new_check, collected):
+    """Runs the named scenarios one after another, each with a fresh check,
+    stops what each started, keeps every response of a failed one, prints
+    the summary; returns the exit code. Shared with cluster_fault.py."""
     results = []
     failed = False
     started = time.monotonic()
     try:
         for name in names:
-            print(f"== {name}: {SCENARIOS[name].__doc__}", flush=True)
-            check = Check(name)
+            print(f"== {name}: {scenarios[name].__doc__}", flush=True)
+            check = new_check(name)
             t0 = time.monotonic()
             try:
-                outcome = SCENARIOS[name](run, args, check)
+                outcome = scenarios[name](run, args, check)
             except Failure as e:
                 check.fail(str(e))
                 outcome = None
             except Exception as e:  # a bug here, or nginx gone: report, go on
+                traceback.print_exc()
                 check.fail(f"{type(e).__name__}: {e}")
                 outcome = None
             finally:
                 run.stop_everything()
             ok = check.finish(time.monotonic() - t0)
-            if not ok and check.records:
+            if not ok and check.has_records():
                 check.dump(os.path.join(run.base, f"{name}.responses.tsv"))
             status = "SKIP" if outcome == "skip" else ("PASS" if ok else "FAIL")
             failed |= not ok
@@ -1494,7 +1508,7 @@ def main():
         run.cleanup(failed)
     total = time.monotonic() - started
     print()
-    print("fault test summary:")
+    print(f"{title} summary:")
     for name, status, check in results:
         print(f"  {status} {name:16} {fmt_stats(check.stats)}")
         for failure in check.failures:
@@ -1502,11 +1516,10 @@ def main():
         for note in check.notes:
             if note.startswith("note:"):
                 print(f"       {note}")
-    tickets = sum(c.stats.get("tickets", 0) for _, _, c in results)
     dups = sum(c.stats.get("duplicates", 0) for _, _, c in results)
     bad = [n for n, s, _ in results if s == "FAIL"]
-    print(f"{tickets} tickets collected, {dups} duplicates, {total:.0f} s")
-    print(f"fault test: {'FAILED: ' + ', '.join(bad) if bad else 'passed'}")
+    print(f"{collected(results)}, {dups} duplicates, {total:.0f} s")
+    print(f"{title}: {'FAILED: ' + ', '.join(bad) if bad else 'passed'}")
     return 1 if bad else 0
 
 

@@ -26,10 +26,5 @@ if not gen then
 end
 redis.call('SET', counter, new_count)
 redis.call('HSET', counter_meta, 'u', now)
-if idle_ms ~= '0' then
-  redis.call('PEXPIRE', counter, idle_ms)
-  if counter_meta ~= zone_meta then
-    redis.call('PEXPIRE', counter_meta, idle_ms)
-  end
-end
+expire_idle(counter, counter_meta, zone_meta, idle_ms)
 return {1, count, gen}

@@ -904,8 +904,7 @@ fn decimal_helpers_in_lua() {
         return;
     };
     let script = concat!(
-        include_str!("decimal.lua"),
-        include_str!("meta.lua"),
+        include_str!("helpers.lua"),
         "local a, b = ARGV[1], ARGV[2]\n",
         "if not is_count(a) then return {0} end\n",
         "local big, small = a, b\n",

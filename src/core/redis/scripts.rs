@@ -3,9 +3,9 @@
 //!
 //! Scripts are loaded with `SCRIPT LOAD` when a connection opens (Redis
 //! returns the SHA-1, so none is computed here) and run with `EVALSHA`. Every
-//! script starts with `decimal.lua`: counts may reach 2^63-1, which Lua's
+//! script starts with `helpers.lua`: counts may reach 2^63-1, which Lua's
 //! doubles cannot hold, so the scripts keep them as decimal strings (with a
-//! fast path below 10^15). All but `take` then have `meta.lua`.
+//! fast path below 10^15).
 //!
 //! A count is the number of tickets issued; ticket = start + index. The value
 //! stored at a counter's key is its count, a plain integer an operator may SET.
@@ -28,14 +28,9 @@ pub const MAX_EPOCH_LEN: usize = 64;
 /// Longest Redis `run_id` accepted (Redis uses 40 hex digits).
 pub const MAX_RUN_ID_LEN: usize = 64;
 
-/// A script that reads and writes a zone's metadata: every helper first.
 macro_rules! script_source {
     ($file:literal) => {
-        concat!(
-            include_str!("decimal.lua"),
-            include_str!("meta.lua"),
-            include_str!($file)
-        )
+        concat!(include_str!("helpers.lua"), include_str!($file))
     };
 }
 
@@ -72,8 +67,7 @@ impl Script {
     /// The Lua text, helpers included.
     pub fn source(self) -> &'static str {
         match self {
-            // runs for every batch: only the helpers it uses
-            Script::Take => concat!(include_str!("decimal.lua"), include_str!("take.lua")),
+            Script::Take => script_source!("take.lua"),
             Script::Fence => script_source!("fence.lua"),
             Script::AdminGet => script_source!("admin_get.lua"),
             Script::AdminSet => script_source!("admin_set.lua"),
@@ -682,11 +676,6 @@ mod tests {
     fn sources_include_the_helpers() {
         for script in Script::ALL {
             assert!(script.source().starts_with("-- Shared helpers"));
-            // take, run for every batch, leaves out the metadata helpers
-            let meta = script
-                .source()
-                .contains("-- Helpers of the scripts that read");
-            assert_eq!(meta, script != Script::Take, "{}", script.name());
             assert!(script.source().contains(&format!("-- {}:", script.name())));
             let mut out = Vec::new();
             script.encode_load(&mut out);

@@ -4,8 +4,8 @@
 --       floor, partial, then one count per request in arrival order.
 -- Reply: {epoch, g, count before the grants, repaired, fenced, grant...}.
 --
--- This script runs for every batch: after decimal.lua only (none of the
--- metadata helpers), with the fast path for counts below 10^15.
+-- This script runs for every batch: helpers.lua's counts take a fast path
+-- below 10^15.
 
 -- What is left below `limit` as a Lua number, or nil when more than any
 -- batch can take (at most 1024 * 10^9 < 10^15).
@@ -19,20 +19,9 @@ local function remaining(count, limit)
   if #count <= 15 and #limit >= 17 then
     return nil
   end
-  local digits, borrow = {}, 0
-  local j = #count
-  for i = #limit, 1, -1 do
-    local d = string.byte(limit, i) - 48 - borrow
-    if j > 0 then
-      d = d - (string.byte(count, j) - 48)
-      j = j - 1
-    end
-    borrow = d < 0 and 1 or 0
-    digits[#digits + 1] = string.char(48 + d + 10 * borrow)
-  end
-  local left = string.gsub(string.reverse(table.concat(digits)), '^0+', '')
+  local left = dec_sub(limit, count)
   if #left <= 15 then
-    return tonumber(left) or 0
+    return tonumber(left)
   end
   return nil
 end
@@ -74,25 +63,16 @@ end
 
 -- Read and check everything before the first write: a script is not rolled
 -- back when it fails half-way.
-local zm = redis.call('HMGET', zone_meta, 'epoch', 'fence', 'gen')
-local epoch = zm[1]
-local zone_fence = stored_count(zm[2], 'the zone fence') or '0'
-if stored_count(zm[3], 'the zone generation') == MAX_COUNT then
-  fail('the zone generation is at its ceiling')
-end
+local epoch, zone_fence = read_zone_meta(zone_meta)
 local meta = redis.call('HMGET', counter_meta, 'g', 'f', 'u')
 local gen = stored_count(meta[1], 'the counter generation')
 local applied = stored_count(meta[2], 'the counter fence') or '0'
 local count = stored_count(redis.call('GET', counter), 'the counter') or '0'
 
-if not epoch then
-  redis.call('HSETNX', zone_meta, 'epoch', candidate)
-  epoch = candidate
-end
+epoch = ensure_epoch(zone_meta, epoch, candidate)
 if not gen then
   -- a new life of the counter: the zone's next generation, not fenced
-  redis.call('HINCRBY', zone_meta, 'gen', 1)
-  gen = redis.call('HGET', zone_meta, 'gen')
+  gen = new_generation(zone_meta)
   applied = zone_fence
 end
 
@@ -138,10 +118,5 @@ end
 if gen ~= meta[1] or applied ~= meta[2] or now ~= meta[3] then
   redis.call('HSET', counter_meta, 'g', gen, 'f', applied, 'u', now)
 end
-if idle_ms ~= '0' then
-  redis.call('PEXPIRE', counter, idle_ms)
-  if counter_meta ~= zone_meta then
-    redis.call('PEXPIRE', counter_meta, idle_ms)
-  end
-end
+expire_idle(counter, counter_meta, zone_meta, idle_ms)
 return reply
