@@ -6,7 +6,7 @@
 use core::fmt::Write;
 
 use crate::core::counter::CounterView;
-use crate::core::status::display_key;
+use crate::core::status::{display_key, json_opt, json_string};
 use crate::core::table::KEY_MAX;
 
 /// What an admin request asks.
@@ -140,30 +140,6 @@ pub fn target_count(next: u64, start: u64, max: Option<u64>) -> Result<u64, Prob
         return Err(bad("next is above the counter's max"));
     }
     Ok(next - start)
-}
-
-fn json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn json_opt(out: &mut String, value: Option<u64>) {
-    match value {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
-        None => out.push_str("null"),
-    }
 }
 
 /// `{"key":…,"start":…,"issued":…,"last":…,"next":…,"max":…,"used":…}`,

@@ -86,7 +86,8 @@ pub fn display_key(key: &[u8]) -> String {
     out
 }
 
-fn json_string(out: &mut String, text: &str) {
+/// `text` as a JSON string (also for the admin API's bodies).
+pub(crate) fn json_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {
@@ -104,7 +105,8 @@ fn json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-fn json_opt(out: &mut String, value: Option<u64>) {
+/// A number, or `null`.
+pub(crate) fn json_opt(out: &mut String, value: Option<u64>) {
     match value {
         Some(v) => {
             let _ = write!(out, "{v}");

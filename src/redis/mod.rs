@@ -189,6 +189,15 @@ impl Registry {
         scripts::epoch_candidate(&bytes)
     }
 
+    /// The zones whose counters go over `link`.
+    fn zones_on(&self, link: usize) -> Vec<usize> {
+        self.zones
+            .iter()
+            .filter(|z| z.link == link)
+            .map(|z| z.zone)
+            .collect()
+    }
+
     fn link_of(&self, zone: usize) -> Option<usize> {
         self.zones.iter().find(|z| z.zone == zone).map(|z| z.link)
     }
@@ -440,12 +449,7 @@ fn on_ready(reg: &mut Registry, link: usize, info: Box<ServerInfo>, leases: &mut
     if let Some(server) = reg.servers.get_mut(link) {
         *server = Some(info);
     }
-    let zones: Vec<usize> = reg
-        .zones
-        .iter()
-        .filter(|z| z.link == link)
-        .map(|z| z.zone)
-        .collect();
+    let zones = reg.zones_on(link);
     for &zone in &zones {
         let zone_conf = zone_at(zone);
         set_link_slot(zone_conf, true);
@@ -507,12 +511,7 @@ fn on_failed(
     if let Some(server) = reg.servers.get_mut(link) {
         *server = None;
     }
-    let zones: Vec<usize> = reg
-        .zones
-        .iter()
-        .filter(|z| z.link == link)
-        .map(|z| z.zone)
-        .collect();
+    let zones = reg.zones_on(link);
     for &zone in &zones {
         let zone_conf = zone_at(zone);
         set_link_slot(zone_conf, false);
