@@ -37,6 +37,7 @@ use crate::core::counter::{Counter, Gen, FLAG_LOGGED, MAX_COUNT};
 use crate::core::reserve::{self, Block, Candidates, CounterState, Policy};
 use crate::core::state::{Access, Compaction, Index, Record, StateError, StateLog};
 use crate::core::table::{Lookup, SharedZone, ZoneLock};
+use crate::timer::Timer;
 use crate::wait::{Handle, WaitList, Wake};
 
 /// After a failed write, wait this long before the next attempt.
@@ -354,7 +355,7 @@ struct Writer {
     /// Another write was asked for while one ran.
     again: bool,
     /// After a failure: the timer of the next attempt.
-    retry: Box<ngx_event_t>,
+    retry: Box<Timer>,
     waiters: Box<WaitList>,
     /// Counters that may need a block, counts waiting requests want at
     /// once, and keys to retire.
@@ -429,13 +430,9 @@ fn writer(zone: &ZoneConf) -> Option<&'static mut Writer> {
     if let Some(i) = writers.iter().position(|w| ptr::eq(w.zone, id)) {
         return writers.get_mut(i);
     }
-    // SAFETY: a zeroed event is idle; its handler and data are set here.
-    let mut retry: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
-    retry.handler = Some(retry_write);
-    retry.data = id.cast_mut().cast();
     // SAFETY: the running cycle's log, alive while the worker runs.
-    retry.log = unsafe { (*nginx_sys::ngx_cycle).log };
-    retry.set_cancelable(1);
+    let log = unsafe { (*nginx_sys::ngx_cycle).log };
+    let retry = Timer::new(retry_write, id.cast_mut().cast(), log);
     writers.push(Writer {
         zone: id,
         state: None,
@@ -529,15 +526,15 @@ pub fn schedule(zone: &ZoneConf) {
         writer.again = true;
         return;
     }
-    if writer.retry.timer_set() != 0 {
+    if writer.retry.is_armed() {
         return; // the last write failed: the retry timer starts the next
     }
     post(writer, zone);
 }
 
 unsafe extern "C" fn retry_write(ev: *mut ngx_event_t) {
-    // SAFETY: `data` is the zone this timer belongs to (cycle pool).
-    let zone = unsafe { &*(*ev).data.cast::<ZoneConf>() };
+    // SAFETY: the timer's data is the zone it belongs to (cycle pool).
+    let zone = unsafe { &*Timer::data(ev).cast::<ZoneConf>() };
     if let Some(writer) = writer(zone) {
         let asked = !writer.waiters.is_empty()
             || !writer.candidates.is_empty()
@@ -603,7 +600,7 @@ fn post(writer: &mut Writer, zone: &ZoneConf) {
                 "ticket zone \"{}\": could not post the state file write",
                 zone.name
             );
-            nginx_sys::ngx_add_timer(&mut *writer.retry, RETRY_AFTER_MSEC);
+            writer.retry.arm(RETRY_AFTER_MSEC);
             return;
         }
     }
@@ -857,8 +854,7 @@ unsafe extern "C" fn written(ev: *mut ngx_event_t) {
             writer.needs.extend(job.needs);
             writer.retires.extend(job.retires);
             answer_changes(writer);
-            // SAFETY: our own timer event.
-            unsafe { nginx_sys::ngx_add_timer(&mut *writer.retry, RETRY_AFTER_MSEC) };
+            writer.retry.arm(RETRY_AFTER_MSEC);
         }
     }
 }
@@ -870,10 +866,7 @@ pub fn stop_worker() {
     // SAFETY: per-process, on the event-loop thread.
     let writers = unsafe { &mut *ptr::addr_of_mut!(WRITERS) };
     for writer in writers.iter_mut() {
-        if writer.retry.timer_set() != 0 {
-            // SAFETY: our own timer.
-            unsafe { nginx_sys::ngx_del_timer(&mut *writer.retry) };
-        }
+        writer.retry.disarm();
         if writer.in_flight && !writer.task.is_null() {
             // The thread ran (thread pools end before modules exit), but its
             // completion never will: free its job here.

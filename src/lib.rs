@@ -41,6 +41,8 @@ mod sweep;
 #[cfg(not(test))]
 mod take;
 #[cfg(not(test))]
+mod timer;
+#[cfg(not(test))]
 mod wait;
 #[cfg(not(test))]
 mod zone_init;

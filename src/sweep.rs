@@ -7,10 +7,12 @@ use core::ptr;
 
 use nginx_sys::{ngx_cycle_t, ngx_event_t, ngx_msec_t};
 
+use crate::timer::Timer;
+
 use crate::conf::{MainConf, ZoneConf};
 
 struct Sweeper {
-    event: ngx_event_t,
+    timer: Box<Timer>,
     zones: Vec<*const ZoneConf>,
     interval: ngx_msec_t,
 }
@@ -32,19 +34,15 @@ pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
     };
     // A quarter of the shortest idle time, between 1 s and 1 min.
     let interval = (shortest / 4).clamp(1000, 60_000) as ngx_msec_t;
-    // SAFETY: a zeroed event is idle; set up here, on the event-loop thread,
-    // which is the only one that touches it.
+    let mut timer = Timer::new(sweep, ptr::null_mut(), cycle.log);
+    timer.arm(interval);
+    // SAFETY: set here, on the event-loop thread, the only one touching it.
     unsafe {
-        let sweeper = Box::into_raw(Box::new(Sweeper {
-            event: core::mem::zeroed(),
+        SWEEPER = Box::into_raw(Box::new(Sweeper {
+            timer,
             zones,
             interval,
         }));
-        (*sweeper).event.handler = Some(sweep);
-        (*sweeper).event.log = cycle.log;
-        (*sweeper).event.set_cancelable(1);
-        nginx_sys::ngx_add_timer(&mut (*sweeper).event, interval);
-        SWEEPER = sweeper;
     }
 }
 
@@ -52,10 +50,8 @@ pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
 pub fn stop_worker() {
     // SAFETY: as in `start_worker`.
     unsafe {
-        if let Some(sweeper) = SWEEPER.as_mut() {
-            if sweeper.event.timer_set() != 0 {
-                nginx_sys::ngx_del_timer(&mut sweeper.event);
-            }
+        if !SWEEPER.is_null() {
+            // Dropping the timer disarms it.
             drop(Box::from_raw(SWEEPER));
             SWEEPER = ptr::null_mut();
         }
@@ -87,6 +83,5 @@ unsafe extern "C" fn sweep(_ev: *mut ngx_event_t) {
             }
         }
     }
-    // SAFETY: our own event.
-    unsafe { nginx_sys::ngx_add_timer(&mut sweeper.event, sweeper.interval) };
+    sweeper.timer.arm(sweeper.interval);
 }

@@ -22,6 +22,7 @@
 use core::ffi::c_void;
 use core::ptr;
 
+use crate::timer::Timer;
 use nginx_sys::{
     ngx_add_timer, ngx_del_timer, ngx_post_event, ngx_posted_events, ngx_queue_init,
     ngx_queue_insert_before, ngx_queue_remove,
@@ -127,7 +128,7 @@ struct Worker {
     /// Requests that are woken one by one (each by its own reply).
     solo: Box<WaitList>,
     parked: usize,
-    watch: ngx_event_t,
+    watch: Box<Timer>,
     /// This module's slot in `r->ctx`, where a parked request finds itself.
     ctx_index: usize,
 }
@@ -154,14 +155,10 @@ pub fn start_worker(cycle: &ngx_cycle_t, ctx_index: usize) {
             all: core::mem::zeroed(),
             solo: WaitList::new(),
             parked: 0,
-            watch: core::mem::zeroed(),
+            watch: Timer::new(watch_shutdown, ptr::null_mut(), cycle.log),
             ctx_index,
         }));
         ngx_queue_init(&mut (*state).all);
-        (*state).watch.handler = Some(watch_shutdown);
-        (*state).watch.log = cycle.log;
-        // A cancelable timer does not keep an exiting worker alive.
-        (*state).watch.set_cancelable(1);
         WORKER = state;
     }
 }
@@ -169,13 +166,10 @@ pub fn start_worker(cycle: &ngx_cycle_t, ctx_index: usize) {
 /// At exit_process: nothing may stay armed, nothing allocated may stay (the
 /// module is unloaded after this).
 pub fn stop_worker() {
-    if let Some(state) = worker() {
-        if state.watch.timer_set() != 0 {
-            // SAFETY: our own event, armed in `park`.
-            unsafe { ngx_del_timer(&mut state.watch) };
-        }
-        // SAFETY: allocated by `start_worker`; nothing uses it after exit.
-        unsafe {
+    // SAFETY: allocated by `start_worker`; nothing uses it after exit.
+    // Dropping it disarms the watch.
+    unsafe {
+        if !WORKER.is_null() {
             drop(Box::from_raw(WORKER));
             WORKER = ptr::null_mut();
         }
@@ -201,8 +195,7 @@ unsafe extern "C" fn watch_shutdown(_ev: *mut ngx_event_t) {
             }
         }
     } else if state.parked > 0 {
-        // SAFETY: our own event.
-        unsafe { ngx_add_timer(&mut state.watch, WATCH_MSEC) };
+        state.watch.arm(WATCH_MSEC);
     }
 }
 
@@ -260,8 +253,8 @@ pub fn park(
         *r.ctx.add(state.ctx_index) = parked.cast();
         (*c.write).set_delayed(1);
         ngx_add_timer(c.write, deadline);
-        if state.watch.timer_set() == 0 {
-            ngx_add_timer(&mut state.watch, WATCH_MSEC);
+        if !state.watch.is_armed() {
+            state.watch.arm(WATCH_MSEC);
         }
         let main = &mut *r.main;
         main.set_count(main.count() + 1);

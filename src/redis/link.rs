@@ -25,6 +25,7 @@ use ngx::core::Status;
 use crate::core::redis::handshake::{Handshake, HandshakeError, Progress, ServerInfo};
 use crate::core::redis::resp::{Decoder, Value};
 use crate::core::redis::url::RedisUrl;
+use crate::timer::Timer;
 
 /// What a command sent on the link was, so its reply goes where it belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub struct Link {
     sent: usize,
     decoder: Decoder,
     expects: VecDeque<Expect>,
-    pub retry: Box<ngx_event_t>,
+    retry: Box<Timer>,
     backoff: ngx_msec_t,
     /// Failures since the link was last ready (logged on the first only).
     pub failures: u32,
@@ -139,13 +140,16 @@ impl Link {
         timeout: ngx_msec_t,
         cycle_log: *mut ngx_log_t,
         id: usize,
+        on_retry: unsafe extern "C" fn(*mut ngx_event_t),
     ) -> Box<Link> {
         let (storage, socklen) = libc_sockaddr::encode(&addr);
         let endpoint = url.endpoint();
         let name_bytes = endpoint.as_bytes().to_vec();
         // SAFETY: the cycle's log is a valid ngx_log_t; the copy lives in the
         // link and only changes what lines add.
-        let log = unsafe { cycle_log.read() };
+        let mut log = Box::new(unsafe { cycle_log.read() });
+        // The box keeps the log where the retry timer points to.
+        let retry = Timer::new(on_retry, id as *mut c_void, &mut *log);
         let mut link = Box::new(Link {
             url,
             endpoint,
@@ -155,15 +159,14 @@ impl Link {
             socklen,
             name: Box::new(ngx_str_t::empty()),
             name_bytes,
-            log: Box::new(log),
+            log,
             conn: ptr::null_mut(),
             handshake: None,
             out: Vec::new(),
             sent: 0,
             decoder: Decoder::new(),
             expects: VecDeque::new(),
-            // SAFETY: a zeroed event is idle until armed.
-            retry: Box::new(unsafe { core::mem::zeroed() }),
+            retry,
             backoff: RETRY_FIRST_MSEC,
             failures: 0,
             id,
@@ -174,8 +177,6 @@ impl Link {
         link.log.handler = Some(log_handler);
         link.log.data = this.cast();
         link.log.action = ptr::null_mut();
-        link.retry.log = &mut *link.log;
-        link.retry.set_cancelable(1);
         link
     }
 
@@ -421,9 +422,8 @@ impl Link {
             })
             .collect();
         self.failures = self.failures.saturating_add(1);
-        if self.retry.timer_set() == 0 && !crate::process::exiting() {
-            // SAFETY: our own timer event.
-            unsafe { nginx_sys::ngx_add_timer(&mut *self.retry, self.backoff) };
+        if !self.retry.is_armed() && !crate::process::exiting() {
+            self.retry.arm(self.backoff);
             self.backoff = (self.backoff * 2).min(RETRY_LAST_MSEC);
         }
         Event::Failed { lost, why }
@@ -446,10 +446,7 @@ impl Link {
     /// At exit: nothing stays armed or open.
     pub fn shut(&mut self) {
         self.close();
-        if self.retry.timer_set() != 0 {
-            // SAFETY: our own timer event.
-            unsafe { nginx_sys::ngx_del_timer(&mut *self.retry) };
-        }
+        self.retry.disarm();
         self.expects.clear();
     }
 }

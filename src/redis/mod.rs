@@ -41,6 +41,7 @@ use crate::core::redis::scripts::{
     TakeLimit, TakeOutcome, TakeReply,
 };
 use crate::core::table::{Lookup, SharedZone, ZoneLock};
+use crate::timer::Timer;
 use crate::wait::{Handle, WaitList, Wake};
 use link::{Event, Link, State};
 
@@ -239,15 +240,14 @@ pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
             Some(link) => link,
             None => {
                 let id = reg.links.len();
-                let mut link = Link::new(
+                let link = Link::new(
                     redis.args.url.clone(),
                     redis.addr,
                     redis.args.timeout_ms as nginx_sys::ngx_msec_t,
                     cycle.log,
                     id,
+                    on_retry,
                 );
-                link.retry.handler = Some(on_retry);
-                link.retry.data = id as *mut core::ffi::c_void;
                 reg.links.push(link);
                 reg.servers.push(None);
                 id
@@ -298,8 +298,8 @@ fn connect(link: usize) {
 }
 
 unsafe extern "C" fn on_retry(ev: *mut ngx_event_t) {
-    // SAFETY: `data` holds the link's index, set in `start_worker`.
-    let link = unsafe { (*ev).data as usize };
+    // SAFETY: the timer's data is the link's index, set in `start_worker`.
+    let link = unsafe { Timer::data(ev) as usize };
     if !crate::process::exiting() {
         connect(link);
     }
