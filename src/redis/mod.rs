@@ -33,7 +33,7 @@ use crate::core::counter::{Counter, Gen, FLAG_DRAINED, FLAG_EPOCH_LOST};
 use crate::core::redis::batch::{KeyQueue, Push};
 use crate::core::redis::handshake::{Appendonly, ServerInfo};
 use crate::core::redis::keys::CounterKeys;
-use crate::core::redis::known::{place_lease, LeasePlace, LOST_EPOCH};
+use crate::core::redis::known::{is_stale, place_lease, LeasePlace, LOST_EPOCH};
 use crate::core::redis::reply::ReplyError;
 use crate::core::redis::resp::{Command as Resp, Value};
 use crate::core::redis::scripts::{
@@ -118,17 +118,42 @@ struct Queue {
     held: Vec<(u64, Answer)>,
 }
 
+/// What the node knew of a counter when it sent a command for it: its
+/// local life (a DELETE or expiry here starts another) and the generation
+/// Redis last told (0: none). A reply about an older life must not touch
+/// the counter's newer one.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    local: Option<Gen>,
+    remote: u64,
+}
+
+impl Seen {
+    fn now(zone: &ZoneConf, key: Option<&[u8]>) -> Seen {
+        let found = zone
+            .shared()
+            .and_then(|s| local_counter(&s, key).map(|(c, gen)| (c.view().remote_gen, gen)));
+        Seen {
+            local: found.map(|(_, gen)| gen),
+            remote: found.map_or(0, |(remote, _)| remote),
+        }
+    }
+}
+
 /// What a command sent on a link was.
 enum Sent {
     Fence {
         zone: usize,
     },
-    Take(QueueKey),
+    Take {
+        key: QueueKey,
+        seen: Seen,
+    },
     Wait(QueueKey),
     Lease {
         zone: usize,
         key: Option<Vec<u8>>,
-        gen: Gen,
+        seen: Seen,
         limit: TakeLimit,
         asked: u64,
     },
@@ -528,7 +553,7 @@ fn on_failed(
     }
     for id in lost {
         match reg.sent.remove(&id) {
-            Some(Sent::Take(key)) | Some(Sent::Wait(key)) => {
+            Some(Sent::Take { key, .. }) | Some(Sent::Wait(key)) => {
                 if let Some(queue) = reg.queues.get_mut(&key) {
                     for pending in queue.requests.in_flight() {
                         if let Some(waiter) = queue.waiters.remove(&pending.id) {
@@ -753,6 +778,7 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
         return;
     };
     let known = known(zone, key.key.as_deref(), false);
+    let seen = Seen::now(zone, key.key.as_deref());
     let limit = TakeLimit::new(key.start, key.max);
     let epoch = reg.epoch_candidate();
     let idle = key.key.as_ref().and(zone.idle).unwrap_or(0);
@@ -782,7 +808,13 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
         return;
     }
     l.expect(take_id);
-    reg.sent.insert(take_id, Sent::Take(key.clone()));
+    reg.sent.insert(
+        take_id,
+        Sent::Take {
+            key: key.clone(),
+            seen,
+        },
+    );
     let replicas = redis.args.replicas;
     if replicas > 0 {
         let mut command = Resp::new(l.buffer());
@@ -806,37 +838,21 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
 }
 
 /// Records what Redis said of a counter: its generation, and (strict mode)
-/// the highest count handed out here.
+/// the highest count handed out here. A reply about a life the counter has
+/// left since the command was sent (retired here, or a later generation
+/// learnt from another reply) is not noted. Returns whether it was.
 fn note_counter(
     zone: &ZoneConf,
     key: Option<&[u8]>,
     reply: &TakeReply,
+    seen: Seen,
     floor: Option<u64>,
     log: *mut ngx_log_t,
-) {
-    let Some(shared) = zone.shared() else {
-        return;
+) -> bool {
+    let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) else {
+        return false;
     };
     adopt_epoch(zone, &reply.epoch, log);
-    let Some((counter, _)) = local_counter(&shared, key) else {
-        return;
-    };
-    let view = counter.view();
-    if view.flags & FLAG_EPOCH_LOST != 0 && shared.header().remote.epoch.get() == reply.epoch {
-        // Redis answered for this counter in the new epoch: checked.
-        counter.clear_flags(FLAG_EPOCH_LOST);
-    }
-    let new_life = view.remote_gen != 0 && reply.generation != view.remote_gen;
-    if let Some(floor) = floor {
-        if new_life {
-            counter.set_issued(floor);
-        } else {
-            counter.raise_issued(floor);
-        }
-    }
-    if reply.generation >= view.remote_gen {
-        counter.set_remote_gen(reply.generation);
-    }
     let remote = &shared.header().remote;
     if reply.repaired {
         remote
@@ -848,6 +864,33 @@ fn note_counter(
             .fences
             .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
+    let Some((counter, gen)) = local_counter(&shared, key) else {
+        return false;
+    };
+    if seen.local.is_some_and(|local| local != gen) {
+        return false; // retired here meanwhile: this is another life
+    }
+    // Under the lock: sibling workers note replies of the same counter.
+    lock.lock();
+    let view = counter.view();
+    if view.flags & FLAG_EPOCH_LOST != 0 && remote.epoch.get() == reply.epoch {
+        // Redis answered for this counter in the new epoch: checked.
+        counter.clear_flags(FLAG_EPOCH_LOST);
+    }
+    let stale = is_stale(view.remote_gen, seen.remote, reply.generation);
+    if !stale {
+        let new_life = view.remote_gen != 0 && reply.generation != view.remote_gen;
+        if let Some(floor) = floor {
+            if new_life {
+                counter.set_issued(floor);
+            } else {
+                counter.raise_issued(floor);
+            }
+        }
+        counter.set_remote_gen(reply.generation);
+    }
+    lock.unlock();
+    !stale
 }
 
 fn on_reply(
@@ -861,12 +904,12 @@ fn on_reply(
     let log = reg.links.get_mut(link).map_or(ptr::null_mut(), |l| l.log());
     match sent {
         Sent::Fence { zone } => on_fence(reg, link, zone, value, log),
-        Sent::Take(key) => on_take(reg, link, &key, value, wakes, log),
+        Sent::Take { key, seen } => on_take(reg, link, &key, seen, value, wakes, log),
         Sent::Wait(key) => on_wait(reg, &key, value, wakes, log),
         Sent::Lease {
             zone,
             key,
-            gen,
+            seen,
             limit,
             asked,
         } => {
@@ -876,7 +919,7 @@ fn on_reply(
                 link,
                 zone_at(zone),
                 key.as_deref(),
-                gen,
+                seen,
                 &limit,
                 asked,
                 value,
@@ -976,6 +1019,7 @@ fn on_take(
     reg: &mut Registry,
     link: usize,
     key: &QueueKey,
+    seen: Seen,
     value: Value,
     wakes: &mut Wakes,
     log: *mut ngx_log_t,
@@ -1011,7 +1055,14 @@ fn on_take(
                     redis_of(zone).map_or(0, |r| r.args.fence)
                 );
             }
-            note_counter(zone, key.key.as_deref(), &reply, reply.issued_after(), log);
+            note_counter(
+                zone,
+                key.key.as_deref(),
+                &reply,
+                seen,
+                reply.issued_after(),
+                log,
+            );
             outcomes
                 .into_iter()
                 .map(|o| match o {
@@ -1147,7 +1198,7 @@ pub fn refill(zone: &ZoneConf, key: Option<&[u8]>, start: u64, max: Option<u64>)
     let (Some(shared), Some(keys)) = (zone.shared(), counter_keys(redis, key)) else {
         return;
     };
-    let gen = local_counter(&shared, key).map_or(0, |(_, gen)| gen);
+    let seen = Seen::now(zone, key);
     let known = known(zone, key, true);
     let limit = TakeLimit::new(start, max);
     let epoch = reg.epoch_candidate();
@@ -1167,7 +1218,7 @@ pub fn refill(zone: &ZoneConf, key: Option<&[u8]>, start: u64, max: Option<u64>)
         Sent::Lease {
             zone: zone_id,
             key: key.map(<[u8]>::to_vec),
-            gen,
+            seen,
             limit,
             asked: lease,
         },
@@ -1191,7 +1242,7 @@ fn on_lease(
     link: usize,
     zone: &ZoneConf,
     key: Option<&[u8]>,
-    gen: Gen,
+    seen: Seen,
     limit: &TakeLimit,
     asked: u64,
     value: Value,
@@ -1228,12 +1279,13 @@ fn on_lease(
     let Some((counter, now_gen)) = local_counter(&shared, key) else {
         return;
     };
-    if now_gen != gen {
+    if seen.local != Some(now_gen) {
         return; // retired meanwhile: the lease is a gap
     }
     if grant == 0 {
-        note_counter(zone, key, &reply, None, log);
-        counter.add_flags(FLAG_DRAINED);
+        if note_counter(zone, key, &reply, seen, None, log) {
+            counter.add_flags(FLAG_DRAINED);
+        }
         return;
     }
     let lo = reply.issued_before;
@@ -1241,16 +1293,19 @@ fn on_lease(
     lock.lock();
     // Placed before the grant's generation is noted: that tells a new life
     // from a sibling worker's lease that overtook this one.
-    match place_lease(&counter.view(), reply.generation, lo) {
+    let view = counter.view();
+    match place_lease(&view, seen.remote, reply.generation, lo) {
         LeasePlace::Add => {
             counter.add_block(lo, hi);
         }
         LeasePlace::Replace => counter.replace_block(lo, hi),
         LeasePlace::Drop => {}
     }
-    counter.set_remote_gen(reply.generation);
+    if !is_stale(view.remote_gen, seen.remote, reply.generation) {
+        counter.set_remote_gen(reply.generation);
+    }
     lock.unlock();
-    note_counter(zone, key, &reply, None, log);
+    note_counter(zone, key, &reply, seen, None, log);
 }
 
 // ---------------------------------------------------------------- admin

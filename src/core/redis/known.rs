@@ -34,10 +34,27 @@ pub enum LeasePlace {
     Drop,
 }
 
+/// Whether a reply about life `generation` is older news than what the node
+/// knows now (`known`), the command having been sent when it knew `sent`.
+///
+/// Generations grow within an epoch, so a lower one is an earlier life; but
+/// the node must have learnt the newer one after sending (from a sibling
+/// worker's or another command's reply). Had it known nothing newer since,
+/// a lower generation means Redis lost writes and numbered lives again:
+/// that reply is the news.
+pub fn is_stale(known: u64, sent: u64, generation: u64) -> bool {
+    known != 0 && generation < known && known != sent
+}
+
 /// Decides where a granted lease goes, given the node's counter as it is now
-/// (read under the zone's lock, before the grant's generation is noted).
-pub fn place_lease(view: &CounterView, generation: u64, lo: u64) -> LeasePlace {
+/// (read under the zone's lock, before the grant's generation is noted) and
+/// the generation it knew when it asked (`sent`).
+pub fn place_lease(view: &CounterView, sent: u64, generation: u64, lo: u64) -> LeasePlace {
     let known = view.remote_gen;
+    if is_stale(known, sent, generation) {
+        // a sibling worker's reply told of a later life meanwhile
+        return LeasePlace::Drop;
+    }
     if known != 0 && known != generation {
         return LeasePlace::Replace;
     }
@@ -68,31 +85,67 @@ mod tests {
         }
     }
 
+    /// As sent with the generation the counter knows now.
+    fn place_lease_now(v: &CounterView, generation: u64, lo: u64) -> LeasePlace {
+        place_lease(v, v.remote_gen, generation, lo)
+    }
+
     #[test]
     fn a_lease_that_continues_or_lies_ahead_is_added() {
-        assert_eq!(place_lease(&view(0, 0, 0), 3, 0), LeasePlace::Add);
-        assert_eq!(place_lease(&view(50, 100, 3), 3, 100), LeasePlace::Add);
-        assert_eq!(place_lease(&view(50, 100, 3), 3, 200), LeasePlace::Add);
+        assert_eq!(place_lease_now(&view(0, 0, 0), 3, 0), LeasePlace::Add);
+        assert_eq!(place_lease_now(&view(50, 100, 3), 3, 100), LeasePlace::Add);
+        assert_eq!(place_lease_now(&view(50, 100, 3), 3, 200), LeasePlace::Add);
         // the current block used up, the next one past a gap
-        assert_eq!(place_lease(&view(100, 100, 3), 3, 300), LeasePlace::Add);
+        assert_eq!(place_lease_now(&view(100, 100, 3), 3, 300), LeasePlace::Add);
     }
 
     #[test]
     fn a_sibling_workers_lower_lease_arriving_late_is_a_gap() {
         // worker 2's [200, 300) was installed and used; worker 1's
         // [100, 200) comes back afterwards
-        assert_eq!(place_lease(&view(201, 300, 3), 3, 100), LeasePlace::Drop);
+        assert_eq!(
+            place_lease_now(&view(201, 300, 3), 3, 100),
+            LeasePlace::Drop
+        );
         // the same at the counter's first lease: worker 2's reply noted the
         // generation before worker 1's arrived
-        assert_eq!(place_lease(&view(101, 200, 7), 7, 0), LeasePlace::Drop);
+        assert_eq!(place_lease_now(&view(101, 200, 7), 7, 0), LeasePlace::Drop);
     }
 
     #[test]
     fn a_new_life_in_redis_starts_the_count_over() {
-        assert_eq!(place_lease(&view(500, 600, 3), 4, 0), LeasePlace::Replace);
+        assert_eq!(
+            place_lease_now(&view(500, 600, 3), 4, 0),
+            LeasePlace::Replace
+        );
         // an older generation: Redis's generations restarted with its data
-        assert_eq!(place_lease(&view(500, 600, 9), 2, 0), LeasePlace::Replace);
+        assert_eq!(
+            place_lease_now(&view(500, 600, 9), 2, 0),
+            LeasePlace::Replace
+        );
         // the generation forgotten when the epoch was lost
-        assert_eq!(place_lease(&view(500, 600, 0), 2, 100), LeasePlace::Replace);
+        assert_eq!(
+            place_lease_now(&view(500, 600, 0), 2, 100),
+            LeasePlace::Replace
+        );
+    }
+
+    #[test]
+    fn a_reply_of_an_earlier_life_learnt_of_meanwhile_is_stale() {
+        // sent knowing life 3; a sibling noted life 4 (a DELETE elsewhere)
+        assert!(is_stale(4, 3, 3));
+        assert_eq!(place_lease(&view(5, 100, 4), 3, 3, 900), LeasePlace::Drop);
+        // sent knowing nothing; the new life was noted before the reply
+        assert!(is_stale(4, 0, 3));
+        // nothing learnt since sending: a lower generation is Redis's news
+        assert!(!is_stale(9, 9, 2));
+        assert_eq!(
+            place_lease(&view(500, 600, 9), 9, 2, 0),
+            LeasePlace::Replace
+        );
+        // the same or a later life, or nothing known (epoch lost): not stale
+        assert!(!is_stale(4, 3, 4));
+        assert!(!is_stale(4, 3, 5));
+        assert!(!is_stale(0, 3, 1));
     }
 }
