@@ -128,18 +128,6 @@ struct Seen {
     remote: u64,
 }
 
-impl Seen {
-    fn now(zone: &ZoneConf, key: Option<&[u8]>) -> Seen {
-        let found = zone
-            .shared()
-            .and_then(|s| local_counter(&s, key).map(|(c, gen)| (c.view().remote_gen, gen)));
-        Seen {
-            local: found.map(|(_, gen)| gen),
-            remote: found.map_or(0, |(remote, _)| remote),
-        }
-    }
-}
-
 /// What a command sent on a link was.
 enum Sent {
     Fence {
@@ -664,6 +652,18 @@ struct Known {
     epoch: Vec<u8>,
     generation: Option<u64>,
     floor: u64,
+    /// The counter's local life, if it lives here.
+    life: Option<Gen>,
+}
+
+impl Known {
+    /// What a command sent now must remember.
+    fn seen(&self) -> Seen {
+        Seen {
+            local: self.life,
+            remote: self.generation.unwrap_or(0),
+        }
+    }
 }
 
 fn known(zone: &ZoneConf, key: Option<&[u8]>, lease: bool) -> Known {
@@ -672,11 +672,12 @@ fn known(zone: &ZoneConf, key: Option<&[u8]>, lease: bool) -> Known {
             epoch: Vec::new(),
             generation: None,
             floor: 0,
+            life: None,
         };
     };
     let epoch = shared.header().remote.epoch.get();
-    let (generation, floor, lost) = match local_counter(&shared, key) {
-        Some((counter, _)) => {
+    let (generation, floor, lost, life) = match local_counter(&shared, key) {
+        Some((counter, life)) => {
             let view = counter.view();
             let floor = if lease {
                 view.pending
@@ -688,14 +689,16 @@ fn known(zone: &ZoneConf, key: Option<&[u8]>, lease: bool) -> Known {
                 (view.remote_gen != 0).then_some(view.remote_gen),
                 floor,
                 view.flags & FLAG_EPOCH_LOST != 0,
+                Some(life),
             )
         }
-        None => (None, 0, false),
+        None => (None, 0, false, None),
     };
     Known {
         epoch: if lost { LOST_EPOCH.to_vec() } else { epoch },
         generation,
         floor,
+        life,
     }
 }
 
@@ -778,7 +781,7 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
         return;
     };
     let known = known(zone, key.key.as_deref(), false);
-    let seen = Seen::now(zone, key.key.as_deref());
+    let seen = known.seen();
     let limit = TakeLimit::new(key.start, key.max);
     let epoch = reg.epoch_candidate();
     let idle = key.key.as_ref().and(zone.idle).unwrap_or(0);
@@ -1198,8 +1201,8 @@ pub fn refill(zone: &ZoneConf, key: Option<&[u8]>, start: u64, max: Option<u64>)
     let (Some(shared), Some(keys)) = (zone.shared(), counter_keys(redis, key)) else {
         return;
     };
-    let seen = Seen::now(zone, key);
     let known = known(zone, key, true);
+    let seen = known.seen();
     let limit = TakeLimit::new(start, max);
     let epoch = reg.epoch_candidate();
     let id = reg.id();
