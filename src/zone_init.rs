@@ -247,12 +247,14 @@ pub fn carry_over(zone: &mut ZoneConf, log: *mut ngx_log_t) {
     let (default, keys) = old.close_and_drain(&old_memory);
     let dropped = new.absorb(&default, &keys, memory);
     new.set_instance(old.instance());
+    let carried = keys.len() + 1 - dropped;
     ngx_log_error!(
         NGX_LOG_NOTICE,
         log,
-        "ticket zone \"{}\" resized: {} counters carried over",
+        "ticket zone \"{}\" resized: {} counter{} carried over",
         zone.name,
-        keys.len() + 1 - dropped
+        carried,
+        if carried == 1 { "" } else { "s" }
     );
     if dropped > 0 {
         // Only keys created by outgoing workers during the reload can miss a
