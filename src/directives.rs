@@ -18,11 +18,12 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
 use crate::conf::{
-    AdminConf, CounterConf, LocConf, MainConf, RedisConf, StatusConf, ZoneConf, ZoneUse,
-    UNSET_LEVEL,
+    AdminConf, CounterConf, DurableConf, LocConf, MainConf, RedisConf, StatusConf, ZoneConf,
+    ZoneUse, UNSET_LEVEL,
 };
 use crate::core::config::{self, ConfError, CounterArgs, RedisArgs, REDIS_MAX_TICKET};
 use crate::core::redis::keys::ZoneKeys;
+use crate::core::state::file_identity;
 use crate::core::table::KEY_MAX;
 use crate::module::{ngx_http_ticket_module, TicketModule};
 
@@ -477,9 +478,13 @@ pub fn check_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
         let Some(path) = zone.durable.as_ref().map(|d| &d.path) else {
             continue;
         };
+        // The same file by any path: a symlinked directory, `..`.
+        let id = file_identity(path);
+        let same =
+            |d: &DurableConf| &d.path == path || (id.is_some() && file_identity(&d.path) == id);
         if let Some(other) = zones[..i]
             .iter()
-            .find(|z| z.durable.as_ref().is_some_and(|d| &d.path == path))
+            .find(|z| z.durable.as_ref().is_some_and(same))
         {
             ngx::ngx_log_error!(
                 NGX_LOG_EMERG,

@@ -330,6 +330,24 @@ qr/ticket zones "s19" and "s19b" use the same state file "\S+\/shared\.state"/
 
 
 
+=== TEST 19a: two zones on one state file, one through a symlinked directory
+--- http_config
+    ticket_zone s19c:32k state=$TEST_NGINX_STATE_DIR/shared19c.state;
+    ticket_zone s19d:32k state=$TEST_NGINX_STATE_DIR/alias19/shared19c.state;
+--- config
+    location = /t { ticket_counter zone=s19c; }
+    location = /u { ticket_counter zone=s19d; }
+--- post_setup_server_root
+my $link = "$ENV{TEST_NGINX_STATE_DIR}/alias19";
+symlink $ENV{TEST_NGINX_STATE_DIR}, $link or die "symlink: $!" unless -l $link;
+--- request
+GET /t
+--- must_die
+--- error_log eval
+qr/ticket zones "s19c" and "s19d" use the same state file "\S+\/alias19\/shared19c\.state"/
+
+
+
 === TEST 20: a static key longer than 64 bytes
 --- http_config
     ticket_zone s20:32k;

@@ -63,6 +63,19 @@ pub struct OpenFile {
 
 const STICKY: u32 = 0o1000;
 
+/// What names one state file whatever path leads to it: its directory's
+/// (st_dev, st_ino) and its name (symlinks and hard links at the name itself
+/// are refused when it is opened). `None` when the directory cannot be read.
+pub fn file_identity(path: &Path) -> Option<(u64, u64, OsString)> {
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).ok()?;
+    Some((meta.dev(), meta.ino(), name.to_os_string()))
+}
+
 impl StateDir {
     /// Opens and checks the directory of `path`: the worker user must be able
     /// to create and rename files there, and a directory every user can write

@@ -25,7 +25,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use dir::{Access, DirLock, StateDir};
+pub use dir::{file_identity, Access, DirLock, StateDir};
 pub use format::{Record, KEY_MAX, MAX_MARK};
 pub use index::{Entry, Index};
 pub use log::{Compaction, Session, StateLog};

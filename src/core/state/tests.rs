@@ -444,6 +444,21 @@ fn a_replaced_file_is_read_again() {
 }
 
 #[test]
+fn a_state_file_is_named_by_its_directory_not_its_path() {
+    let dir = TempDir::new("identity");
+    let real = dir.0.join("real");
+    fs::create_dir(&real).unwrap();
+    let link = dir.0.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let a = file_identity(&real.join("t.state"));
+    assert!(a.is_some());
+    assert_eq!(a, file_identity(&link.join("t.state")));
+    assert_eq!(a, file_identity(&dir.0.join("link/../real/t.state")));
+    assert_ne!(a, file_identity(&real.join("u.state")));
+    assert_eq!(file_identity(&dir.0.join("missing/t.state")), None);
+}
+
+#[test]
 fn symlinks_are_refused_and_their_targets_untouched() {
     let dir = TempDir::new("symlink");
     let path = dir.file();
