@@ -432,9 +432,13 @@ def run_throughput(ctx: Context, results: dict) -> None:
         t_start = time.monotonic()
         for rnd in range(args.rounds):
             for c in conns_list:
-                # rotate the order each round and each connection count
+                # rotate the order each round and each connection count, and
+                # reverse it every other round: on this kind of machine a run
+                # is slower right after some others (after the 100k-key run,
+                # for one), so no way may always follow the same one
                 shift = (rnd * len(conns_list) + conns_list.index(c)) % len(order)
-                for group, way in order[shift:] + order[:shift]:
+                this_round = order if rnd % 2 == 0 else order[::-1]
+                for group, way in this_round[shift:] + this_round[:shift]:
                     port, path, keys = target(group, way)
                     srv = servers[(group, "ceiling" if way == "ceiling_keys" else way)]
                     cpu0 = srv.cpu_seconds()
