@@ -433,9 +433,9 @@ def run_throughput(ctx: Context, results: dict) -> None:
         for rnd in range(args.rounds):
             for c in conns_list:
                 # rotate the order each round and each connection count, and
-                # reverse it every other round: on this kind of machine a run
-                # is slower right after some others (after the 100k-key run,
-                # for one), so no way may always follow the same one
+                # reverse it every other round, so that no way always follows
+                # the same one (on a shared machine a run can depend on the
+                # one before it)
                 shift = (rnd * len(conns_list) + conns_list.index(c)) % len(order)
                 this_round = order if rnd % 2 == 0 else order[::-1]
                 for group, way in this_round[shift:] + this_round[:shift]:
