@@ -314,33 +314,19 @@ def take(node, path):
     return parse_tickets(body)[0]
 
 
-class Load:
+class Load(fault.Clients):
     """Clients taking tickets over keep-alive connections until stopped,
     keeping every response as a Rec. Client i talks to nodes[i % len(nodes)];
     `choose(rng, elapsed, client)` gives (counter, path, count) or None (nothing
-    to do now). Bounded by `seconds` and `max_requests` per client. A request
-    that got no answer (connection closed or timed out) is kept with status 0."""
+    to do now). A request that got no answer (connection closed or timed out)
+    is kept with status 0."""
 
     def __init__(self, nodes, choose, clients=8, seconds=60, max_requests=300_000, timeout=8):
-        self.nodes = nodes
-        self.choose, self.clients = choose, clients
-        self.seconds, self.max_requests, self.timeout = seconds, max_requests, timeout
-        self.stop = threading.Event()
-        self.records = [[] for _ in range(clients)]
-        self.conn_errors = [0] * clients
-        self.crashed = []
-        self.threads = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(clients)]
-        self.t0 = None
-
-    def client(self, index):
-        try:
-            self.run_client(index)
-        except Exception as e:  # a bug in the client: say so, never lose it silently
-            self.crashed.append(f"client {index}: {type(e).__name__}: {e}")
+        super().__init__(nodes, choose, clients, seconds, max_requests, timeout)
 
     def run_client(self, index):
         rng = random.Random(index * 7919 + int(self.t0 * 1000))
-        node = self.nodes[index % len(self.nodes)]
+        node = self.targets[index % len(self.targets)]
         records = self.records[index]
         conn, conn_id = None, index << 32
         deadline = self.t0 + self.seconds
@@ -388,25 +374,8 @@ class Load:
         if conn is not None:
             conn.close()
 
-    def all(self):
-        return [x for r in self.records for x in r]
-
     def ok_since(self, t):
         return sum(1 for r in self.records for x in r[-3000:] if x.sent > t and x.status == 200)
-
-    def __enter__(self):
-        self.t0 = time.monotonic()
-        for t in self.threads:
-            t.start()
-        return self
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=self.timeout + 10)
-
-    def __exit__(self, *exc):
-        self.finish()
 
 
 # ---------------------------------------------------------------------------

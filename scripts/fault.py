@@ -424,14 +424,14 @@ class Conn:
         return status, headers, body
 
 
-class Load:
-    """Clients taking tickets over keep-alive connections until stopped,
-    each keeping every response: (sent, done, status, counter, ticket, pid,
-    connection). `choose(rng, elapsed)` gives (counter, path); client i uses
-    ports[i % len(ports)]. Bounded by `seconds` and `max_requests` each."""
+class Clients:
+    """Client threads, each running `run_client(index)` (a subclass's) until
+    stopped, keeping what it records in `records[index]`; client i talks to
+    targets[i % len(targets)]. Bounded by `seconds` and `max_requests` each.
+    A client that raises is reported in `crashed`, never lost silently."""
 
-    def __init__(self, ports, choose, clients=8, seconds=60, max_requests=400_000, timeout=8):
-        self.ports = ports if isinstance(ports, (list, tuple)) else [ports]
+    def __init__(self, targets, choose, clients, seconds, max_requests, timeout):
+        self.targets = targets
         self.choose, self.clients = choose, clients
         self.seconds, self.max_requests, self.timeout = seconds, max_requests, timeout
         self.stop = threading.Event()
@@ -447,9 +447,37 @@ class Load:
         except Exception as e:  # a bug in the client: say so, never lose it silently
             self.crashed.append(f"client {index}: {type(e).__name__}: {e}")
 
+    def all(self):
+        return [x for r in self.records for x in r]
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=self.timeout + 10)
+
+    def __exit__(self, *exc):
+        self.finish()
+
+
+class Load(Clients):
+    """Clients taking tickets over keep-alive connections until stopped,
+    each keeping every response: (sent, done, status, counter, ticket, pid,
+    connection). `choose(rng, elapsed)` gives (counter, path); client i uses
+    ports[i % len(ports)]."""
+
+    def __init__(self, ports, choose, clients=8, seconds=60, max_requests=400_000, timeout=8):
+        ports = ports if isinstance(ports, (list, tuple)) else [ports]
+        super().__init__(ports, choose, clients, seconds, max_requests, timeout)
+
     def run_client(self, index):
         rng = random.Random(index * 7919 + int(self.t0 * 1000))
-        port = self.ports[index % len(self.ports)]
+        port = self.targets[index % len(self.targets)]
         records = self.records[index]
         conn, conn_id = None, index << 32
         deadline = self.t0 + self.seconds
@@ -488,23 +516,6 @@ class Load:
     def ok_since(self, t):
         """200s answered after monotonic time t."""
         return sum(1 for r in self.records for x in r[-2000:] if x[1] > t and x[2] == 200)
-
-    def __enter__(self):
-        self.t0 = time.monotonic()
-        for t in self.threads:
-            t.start()
-        return self
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=self.timeout + 10)
-
-    def __exit__(self, *exc):
-        self.finish()
-
-    def all(self):
-        return [x for r in self.records for x in r]
 
 
 def keyed_chooser(zone_paths, keys, default_share=0.3):
