@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_cluster  # noqa: E402
 import bench_durable  # noqa: E402
 from bench_common import (  # noqa: E402
-    DEBIAN_LUA_MODULES, ROOT, START, Nginx, fill_keys, http_get, log, median, raw_response, run_wrk, stop_all,
-    version_of,
+    DEBIAN_LUA_MODULES, ROOT, START, Nginx, fill_keys, http_get, log, median, raw_response, rps_band, run_wrk,
+    stop_all, version_of,
 )
 
 CEILING_BODY = f"{START}\\n"  # as written in nginx.conf: return 200 "10000000\n"
@@ -634,10 +634,7 @@ def plot(res: dict, path: Path) -> None:
     for ax, (gname, title) in zip(axes, (("bundled", "bundled nginx"), ("system", "Debian nginx"))):
         g = groups[gname]
         for way, w in g["ways"].items():
-            cs = sorted(int(c) for c in w["results"])
-            med = [w["results"][str(c)]["rps"] for c in cs]
-            lo = [min(r["rps"] for r in w["results"][str(c)]["runs"]) for c in cs]
-            hi = [max(r["rps"] for r in w["results"][str(c)]["runs"]) for c in cs]
+            cs, med, lo, hi = rps_band(w["results"])
             color, ls, marker = styles.get(way, (None, "-", "o"))
             ax.plot(cs, med, ls, color=color, marker=marker, label=w["label"])
             ax.fill_between(cs, lo, hi, color=color, alpha=0.12, linewidth=0)

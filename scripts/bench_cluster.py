@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench_common import (
     DEBIAN_LUA_MODULES, ROOT, START, Nginx, filesystem_of, fsync_floor, http_get, log, median, pid_alive_as,
-    port_in_use, proc_cpu_seconds, raw_response, run_wrk, stop_all,
+    port_in_use, proc_cpu_seconds, raw_response, rps_band, run_wrk, stop_all,
 )
 
 REDIS_PORT = 18120
@@ -441,10 +441,7 @@ def plot(res: dict, path: Path) -> None:
               "bundled/lease": ("tab:green", "-", "^"), "system/strict": ("tab:orange", ":", "o"),
               "system/lua": ("tab:red", "-", "v")}
     for key, w in cl["ways"].items():
-        cs = sorted(int(c) for c in w["results"])
-        med = [w["results"][str(c)]["rps"] for c in cs]
-        lo = [min(r["rps"] for r in w["results"][str(c)]["runs"]) for c in cs]
-        hi = [max(r["rps"] for r in w["results"][str(c)]["runs"]) for c in cs]
+        cs, med, lo, hi = rps_band(w["results"])
         color, ls, marker = styles.get(key, (None, "-", "o"))
         name = ("bundled " if w["group"] == "bundled" else "Debian ") + w["nginx"] + ": " + w["label"]
         ax.plot(cs, med, ls, color=color, marker=marker, label=name)

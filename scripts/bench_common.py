@@ -289,6 +289,17 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def rps_band(results: dict):
+    """A way's results by connection count ({"64": {"rps", "runs"}}) as the
+    plots draw them: connection counts, median req/s, and the min and max of
+    the rounds."""
+    cs = sorted(int(c) for c in results)
+    med = [results[str(c)]["rps"] for c in cs]
+    lo = [min(r["rps"] for r in results[str(c)]["runs"]) for c in cs]
+    hi = [max(r["rps"] for r in results[str(c)]["runs"]) for c in cs]
+    return cs, med, lo, hi
+
+
 def percentile(xs, p: float):
     """The p-th percentile (nearest rank) of xs, or None."""
     if not xs:
