@@ -1018,7 +1018,21 @@ def resize(run, args, check):
             n.reload()
             reloads += 1
             time.sleep(0.3)
-    check.absorb(load, "resize reloads")
+    records = check.absorb(load, "resize reloads")
+    # A worker whose zone was resized away answers 503 "try again" and
+    # closes the connection, so the client's next request reaches a new
+    # worker rather than the same old one again (only a rare "busy key
+    # table" 503 keeps its connection).
+    refused = kept = 0
+    for client in load.records:
+        for this, after in zip(client, client[1:]):
+            if this[2] == 503:
+                refused += 1
+                kept += after[6] == this[6]
+    check.note(f"{refused} of {len(records)} requests answered 503 during the reloads "
+               f"({refused / max(1, len(records)):.1%}); {kept} of them kept their connection")
+    check.expect(kept * 10 <= refused, f"{kept} of {refused} 503 answers kept their connection "
+                 "(a worker whose zone was replaced closes it)")
     n.quit()
     log = n.error_log()
     carried = len(re.findall(r"resized: \d+ counters? carried over", log))

@@ -18,6 +18,9 @@ pub enum Refusal {
     SoldOut,
     ZoneFull,
     TryAgain,
+    /// The zone was replaced by a reload (it was resized), or this worker is
+    /// quitting: ask again, on a new connection, which a new worker takes.
+    Replaced,
     NoSuchCounter,
     /// A durable counter's reservation did not reach the disk in time.
     NotSaved,
@@ -34,7 +37,7 @@ impl Refusal {
             Refusal::BadCount | Refusal::EmptyKey | Refusal::LongKey => 400,
             Refusal::NoSuchCounter => 404,
             Refusal::SoldOut => 410,
-            Refusal::ZoneFull | Refusal::TryAgain | Refusal::Unavailable => 503,
+            Refusal::ZoneFull | Refusal::TryAgain | Refusal::Replaced | Refusal::Unavailable => 503,
             Refusal::NotSaved | Refusal::Failed | Refusal::AskRedis => {
                 NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t
             }
@@ -48,7 +51,7 @@ impl Refusal {
             Refusal::LongKey => "key too long\n",
             Refusal::SoldOut => "sold out\n",
             Refusal::ZoneFull => "ticket zone full\n",
-            Refusal::TryAgain => "try again\n",
+            Refusal::TryAgain | Refusal::Replaced => "try again\n",
             Refusal::NoSuchCounter => "no such counter\n",
             Refusal::NotSaved => "ticket state not saved\n",
             Refusal::Unavailable => "ticket authority unavailable\n",
@@ -130,7 +133,8 @@ fn counter_for<'z>(
             log_zone_full(zone, shared.capacity(), log, level);
             Err(Refusal::ZoneFull)
         }
-        Err(KeyError::Closed) | Err(KeyError::Busy) => Err(Refusal::TryAgain),
+        Err(KeyError::Closed) => Err(Refusal::Replaced),
+        Err(KeyError::Busy) => Err(Refusal::TryAgain),
     }
 }
 
@@ -225,9 +229,12 @@ pub fn take(
                 crate::durable::need(zone, key, count);
                 return Outcome::Wait(Wait::Reservation);
             }
-            Take::Stale if shared.is_closed() => return Outcome::Refused(Refusal::TryAgain),
+            Take::Stale if shared.is_closed() => return Outcome::Refused(Refusal::Replaced),
             Take::Stale => {}
         }
+    }
+    if shared.is_closed() {
+        return Outcome::Refused(Refusal::Replaced);
     }
     Outcome::Refused(Refusal::TryAgain)
 }

@@ -209,7 +209,7 @@ unsafe fn resume_exists(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake)
     match why {
         Wake::Ready => {}
         Wake::Deadline => return refuse(r, Refusal::Unavailable),
-        Wake::Shutdown => return refuse(r, Refusal::TryAgain),
+        Wake::Shutdown => return refuse(r, Refusal::Replaced),
     }
     let request = checking.request;
     let conf = request.conf();
@@ -305,7 +305,7 @@ unsafe fn resume_authority(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wa
         }
         Wake::Shutdown => {
             crate::redis::forget(&asking.queue, asking.id);
-            return refuse(r, Refusal::TryAgain);
+            return refuse(r, Refusal::Replaced);
         }
     }
     match asking.answer.take() {
@@ -386,7 +386,7 @@ unsafe fn resume_lease(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) 
     match why {
         Wake::Ready => answer(r, request),
         Wake::Deadline => refuse(r, Refusal::Unavailable),
-        Wake::Shutdown => refuse(r, Refusal::TryAgain),
+        Wake::Shutdown => refuse(r, Refusal::Replaced),
     }
 }
 
@@ -466,6 +466,6 @@ unsafe fn resume_reservation(r: &mut ngx_http_request_t, ctx: *mut c_void, why: 
     match why {
         Wake::Ready => answer(r, request),
         Wake::Deadline => not_saved(r),
-        Wake::Shutdown => refuse(r, Refusal::TryAgain),
+        Wake::Shutdown => refuse(r, Refusal::Replaced),
     }
 }

@@ -114,6 +114,11 @@ pub fn send(
 
 /// Answers with a refusal's status and body.
 pub fn refuse(r: &mut ngx_http_request_t, refusal: Refusal) -> ngx_int_t {
+    if refusal == Refusal::Replaced {
+        // this worker is on its way out: the client's next request goes on
+        // a new connection, which a worker of the new configuration takes
+        r.set_keepalive(0);
+    }
     send(
         r,
         refusal.status(),
