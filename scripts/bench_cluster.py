@@ -12,7 +12,8 @@ started and stopped by its pid, and two nginx nodes of 2 workers:
                         lua-nginx-redis; scripts/bench-redis-incr.lua), keep-alive
                         pool of Redis connections
 
-loaded with wrk in interleaved rounds at 1..1024 connections. For every run,
+loaded with wrk in interleaved rounds at 1..1024 connections, then the
+req/s targets again from back-to-back pairs at 64 connections. For every run,
 besides req/s and latency: the Redis commands per ticket (`INFO
 commandstats` before and after: what the clients send, EVALSHA or INCR, and
 what runs in Redis, including the commands the take script calls), the
@@ -32,8 +33,8 @@ import json
 from pathlib import Path
 
 from bench_common import (
-    DEBIAN_LUA_MODULES, ROOT, START, Nginx, filesystem_of, fsync_floor, http_get, log, median, pid_alive_as,
-    port_in_use, proc_cpu_seconds, raw_response, rps_band, run_wrk, stop_all,
+    DEBIAN_LUA_MODULES, ROOT, START, Nginx, filesystem_of, fsync_floor, http_get, log, median, paired_runs,
+    pid_alive_as, port_in_use, proc_cpu_seconds, raw_response, rps_band, run_wrk, stop_all,
 )
 
 REDIS_PORT = 18120
@@ -58,6 +59,13 @@ SENT = ("evalsha", "eval", "incr", "ping", "hello", "auth", "select", "script|lo
 OURS = ("info", "config|resetstat", "config|get", "set", "config")  # the bench's own probes
 
 TARGETS = {"strict_local": 0.6, "strict_lua": 2.0, "lease_local": 0.85}
+# the req/s targets from back-to-back pairs (a full run, --quick)
+TARGET_RUNS = {False: 8, True: 2}
+TARGET_PAIRS = [
+    ("strict/local", ("bundled", "strict"), ("bundled", "local")),
+    ("strict/lua", ("system", "strict"), ("system", "lua")),
+    ("lease/local", ("bundled", "lease"), ("bundled", "local")),
+]
 
 
 # ---------------------------------------------------------------- redis ----
@@ -311,6 +319,18 @@ def run(ctx) -> dict:
                         + (f"  script {res['script_us_per_call']} us/call" if res["script_us_per_call"] else "")
                         + (f"  errors {res['errors']} {res['error_detail']}" if res["errors"] else ""))
 
+        # the req/s targets again from back-to-back pairs at 64 connections:
+        # two ways differ by less than the machine drifts between runs far
+        # apart in a round (bench_common.paired_runs)
+        pc = 64 if 64 in ctx.conns_list else ctx.conns_list[-1]
+        out["pairs"] = {}
+        for name, (ga, wa), (gb, wb) in TARGET_PAIRS:
+            log(f"cluster {name}: {TARGET_RUNS[ctx.quick]} pairs at {pc} connections")
+            pr = paired_runs((f"{ga}/{wa}", servers[ga], f"/{wa}"), (f"{gb}/{wb}", servers[gb], f"/{wb}"),
+                             TARGET_RUNS[ctx.quick], pc, ctx.duration)
+            out["pairs"][name] = pr
+            log(f"  {name}: {pr['ratio']} (pairs {pr['ratio_per_pair']})")
+
         ways_out = {}
         for g, w, label in WAYS:
             per_c = {}
@@ -383,11 +403,25 @@ def targets(cl: dict) -> list[dict]:
 
     st, le, sst, lua = r["bundled/strict"], r["bundled/lease"], r["system/strict"], r["system/lua"]
     bn, sn = cl["nginx"]["bundled"], cl["nginx"]["system"]
-    add("Redis strict / local ticket_counter", st["ratio_to_local"], TARGETS["strict_local"],
-        f"bundled nginx {bn}, {c} connections, req/s; {st['tickets_per_batch']} tickets per batch, "
+    pairs = cl.get("pairs") or {}
+
+    def paired(name, rounds_ratio):
+        """The pairs' median if they ran (the rounds' ratio goes into the
+        detail), else the rounds' ratio."""
+        pr = pairs.get(name)
+        if not pr or not pr["ratio_per_pair"]:
+            return rounds_ratio, ""
+        return pr["ratio"], (f"median of {pr['pairs']} back-to-back pairs (min {min(pr['ratio_per_pair']):.2f}, "
+                             f"max {max(pr['ratio_per_pair']):.2f}); the interleaved rounds: "
+                             + ("–" if rounds_ratio is None else f"{rounds_ratio:.2f}") + "; ")
+
+    ratio, pd = paired("strict/local", st["ratio_to_local"])
+    add("Redis strict / local ticket_counter", ratio, TARGETS["strict_local"],
+        f"bundled nginx {bn}, {c} connections, req/s; {pd}{st['tickets_per_batch']} tickets per batch, "
         f"take script {st['script_us_per_call']} µs per call")
-    add("Redis strict / lua-resty-redis INCR", sst["ratio_to_lua"], TARGETS["strict_lua"],
-        f"Debian nginx {sn} for both, {c} connections, req/s; bundled nginx's strict / lua: "
+    ratio, pd = paired("strict/lua", sst["ratio_to_lua"])
+    add("Redis strict / lua-resty-redis INCR", ratio, TARGETS["strict_lua"],
+        f"Debian nginx {sn} for both, {c} connections, req/s; {pd}bundled nginx's strict / lua in the rounds: "
         + ("–" if st["ratio_to_lua"] is None else f"{st['ratio_to_lua']:.2f}"))
     ratio, x, y = cost("bundled/local", "bundled/strict")
     add("Redis strict / local, by nginx + Redis CPU per ticket", ratio, TARGETS["strict_local"],
@@ -398,10 +432,11 @@ def targets(cl: dict) -> list[dict]:
         f"lua costs {x} µs (nginx {lua['nginx_cpu_us_per_ticket']} + Redis {lua['redis_cpu_us_per_ticket']}), "
         f"strict {y} µs (nginx {sst['nginx_cpu_us_per_ticket']} + Redis {sst['redis_cpu_us_per_ticket']}); "
         f"Debian nginx; ratio = lua's cost / strict's")
-    ratio, x, y = cost("bundled/local", "bundled/lease")
-    add(f"Redis lease={LEASE} / local ticket_counter", le["ratio_to_local"], TARGETS["lease_local"],
-        f"bundled nginx {bn}, {c} connections, req/s; by nginx + Redis CPU per ticket: "
-        + ("–" if ratio is None else f"{ratio:.2f} ({x} / {y} µs)"))
+    cratio, x, y = cost("bundled/local", "bundled/lease")
+    ratio, pd = paired("lease/local", le["ratio_to_local"])
+    add(f"Redis lease={LEASE} / local ticket_counter", ratio, TARGETS["lease_local"],
+        f"bundled nginx {bn}, {c} connections, req/s; {pd}by nginx + Redis CPU per ticket: "
+        + ("–" if cratio is None else f"{cratio:.2f} ({x} / {y} µs)"))
     return out
 
 

@@ -285,6 +285,39 @@ def run_wrk(port: int, path: str, conns: int, duration: int, keys: int | None = 
 # ----------------------------------------------------- keep-alive hold ----
 
 
+def paired_runs(a: tuple, b: tuple, pairs: int, conns: int, duration: int, label: str = "") -> dict:
+    """The ratio a / b of two ways, each given as (name, server, path) or
+    (name, server, path, keys) (keys: wrk asks ?k=1..keys), from
+    `pairs` back-to-back pairs of wrk runs, alternating which goes first
+    (ab, ba, ab, ...). On a shared machine the speed of the whole machine
+    drifts between runs a few seconds apart (today's return-200 ceiling moved
+    53k-76k between rounds); a pair sees the same machine, so the median of
+    the pairs' ratios is what the comparison is worth. Also the ratio of
+    nginx worker CPU per request (b's / a's: above 1 when a costs less)."""
+    runs: dict = {a[0]: [], b[0]: []}
+    for i in range(pairs):
+        for name, srv, path, *keys in ((a, b) if i % 2 == 0 else (b, a)):
+            c0 = srv.cpu_seconds()
+            r = run_wrk(srv.port, path, conns, duration, keys[0] if keys else None)
+            r["nginx_cpu_us_per_req"] = round((srv.cpu_seconds() - c0) * 1e6 / r["requests"], 2) \
+                if r["requests"] else None
+            runs[name].append(r)
+            log(f"  {label}pair {i + 1}/{pairs} {name:8s} {r['rps']:10.0f} req/s  p99 {r['p99_ms']:.2f} ms  "
+                f"nginx {r['nginx_cpu_us_per_req']} cpu-us/req" + (f"  errors {r['errors']}" if r["errors"] else ""))
+    ra, rb = runs[a[0]], runs[b[0]]
+    ratios = [round(x["rps"] / y["rps"], 4) for x, y in zip(ra, rb) if y["rps"]]
+    cpu = [round(y["nginx_cpu_us_per_req"] / x["nginx_cpu_us_per_req"], 4) for x, y in zip(ra, rb)
+           if x["nginx_cpu_us_per_req"] and y["nginx_cpu_us_per_req"]]
+    return {
+        "ways": [a[0], b[0]], "pairs": pairs, "connections": conns, "duration_s": duration,
+        "ratio": round(median(ratios), 4) if ratios else None, "ratio_per_pair": ratios,
+        "cpu_ratio": round(median(cpu), 4) if cpu else None, "cpu_ratio_per_pair": cpu,
+        "rps": {name: round(median([r["rps"] for r in rs]), 1) for name, rs in runs.items()},
+        "errors": sum(r["errors"] for rs in runs.values() for r in rs),
+        "runs": runs,
+    }
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 

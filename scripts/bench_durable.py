@@ -23,8 +23,9 @@ and these measurements:
                write per request. Also on zones `one` and `e`.
   load         wrk at 64 connections on zone d's default counter (single
                tickets, an extension every reserve/2 = 5,000 of them, in the
-               background) against the plain zone, interleaved: the state= /
-               plain ratio with 100k keys in the log, and the writes counted
+               background) against the plain zone, in back-to-back pairs: the
+               state= / plain ratio with 100k keys in the log (the median of
+               the pairs'), and the writes counted
   new keys     a few thousand keys never seen before, 32 connections paced at
                1,000 new keys/s, while 16 connections ask existing keys at
                4,000 req/s: every first request waits for an append + fdatasync
@@ -54,8 +55,8 @@ import zlib
 from pathlib import Path
 
 from bench_common import (
-    START, Nginx, filesystem_of, fill_keys, fsync_floor, http_get, latency_summary, log, median, paced_load, run_wrk,
-    stop_all, worker_owned_dir,
+    START, Nginx, filesystem_of, fill_keys, fsync_floor, http_get, latency_summary, log, median, paced_load,
+    paired_runs, run_wrk, stop_all, worker_owned_dir,
 )
 
 KEYS = 100_000
@@ -73,6 +74,7 @@ RATIO_TARGET = 0.9
 NEW_KEYS = {"full": (3000, 1000, 32), "quick": (500, 1000, 32)}
 BACKGROUND = (4000, 16)
 EXT_REQUESTS = {"full": 500, "quick": 100}
+LOAD_PAIRS = {"full": 6, "quick": 2}  # pairs of state= and plain runs under load
 
 # ------------------------------------------------------------ state log ----
 
@@ -309,21 +311,13 @@ def run_one(ctx, label: str, root: Path, mode: str, under: str) -> dict:
         res["extension"] = ext
 
         # ---------------------------------------------------------- load ---
-        runs = {"state": [], "plain": []}
+        # in back-to-back pairs: the two differ by less than the machine
+        # drifts between rounds (bench_common.paired_runs)
         with StateWatch(d_file) as w:
-            for rnd in range(ctx.rounds):
-                order = [("state", "/t"), ("plain", "/p")]
-                for way, path in (order if rnd % 2 == 0 else order[::-1]):
-                    c0 = srv.cpu_seconds()
-                    r = run_wrk(port, path, 64, ctx.duration)
-                    r["nginx_cpu_us_per_req"] = round((srv.cpu_seconds() - c0) * 1e6 / r["requests"], 2) \
-                        if r["requests"] else None
-                    runs[way].append(r)
-                    log(f"  load round {rnd + 1} {way:5s} {r['rps']:10.0f} req/s  p99 {r['p99_ms']:.2f} ms  "
-                        f"max {r['max_ms']:.2f} ms  nginx {r['nginx_cpu_us_per_req']} cpu-us/req"
-                        + (f"  errors {r['errors']}" if r["errors"] else ""))
+            paired = paired_runs(("state", srv, "/t"), ("plain", srv, "/p"), LOAD_PAIRS[mode], 64,
+                                 ctx.duration, label="load ")
         load = {}
-        for way, rs in runs.items():
+        for way, rs in paired["runs"].items():
             load[way] = {"rps": round(median([r["rps"] for r in rs]), 1),
                          "p50_ms": median([r["p50_ms"] for r in rs]), "p99_ms": median([r["p99_ms"] for r in rs]),
                          "max_ms": max(r["max_ms"] for r in rs), "errors": sum(r["errors"] for r in rs),
@@ -331,9 +325,9 @@ def run_one(ctx, label: str, root: Path, mode: str, under: str) -> dict:
                          "nginx_cpu_us_per_req": median([r["nginx_cpu_us_per_req"] for r in rs
                                                          if r["nginx_cpu_us_per_req"] is not None]),
                          "runs": rs}
-        load["ratio"] = round(load["state"]["rps"] / load["plain"]["rps"], 4) if load["plain"]["rps"] else None
-        load["ratio_per_round"] = [round(a["rps"] / b["rps"], 4) if b["rps"] else None
-                                   for a, b in zip(runs["state"], runs["plain"])]
+        load["ratio"] = paired["ratio"]
+        load["ratio_per_pair"] = paired["ratio_per_pair"]
+        load["cpu_ratio"] = paired["cpu_ratio"]
         load["extensions"] = w.summary(key_filter=lambda r: r["key"] is None)
         load["extensions_expected"] = load["state"]["requests"] // (RESERVE // 2)
         load["connections"] = 64
