@@ -204,7 +204,11 @@ wrong-pw
 [qr/^\d+\n/, qr/^\d+\n/, qr/^\d+\n/]
 --- steps
 redis $TEST_NGINX_REDIS_PORT GET ticket:rd13 => /^(50|100)$/
+# a new key has no lease yet: not found, and its first lease is asked for
 GET /v => 200 /^(\d+)?\n/
+sleep 0.5
+GET /v => 200 /^\d+\n/
+redis $TEST_NGINX_REDIS_PORT GET ticket:rd13:orders => /^(50|100)$/
 
 
 

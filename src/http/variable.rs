@@ -51,7 +51,8 @@ unsafe extern "C" fn ticket_variable_get(
     let Some(zone) = conf.zone() else {
         return Status::NGX_OK.into();
     };
-    let outcome = match request_key(r, conf) {
+    let key = request_key(r, conf);
+    let outcome = match key {
         Ok(key) => take::take(zone, conf, key, 1, log(r), DEFAULT_LOG_LEVEL),
         Err(refusal) => Outcome::Refused(refusal),
     };
@@ -81,8 +82,10 @@ unsafe extern "C" fn ticket_variable_get(
         Outcome::Refused(_) => "internal error",
         Outcome::Wait(Wait::Reservation) => "reservation not on disk yet (a variable cannot wait)",
         Outcome::Wait(Wait::Lease) => {
-            if let Some(conf_zone) = conf.zone() {
-                crate::redis::refill(conf_zone, None, conf.start, conf.max);
+            // the next lease of this counter (the variable's key, if any)
+            // is on its way for the requests after this one
+            if let Ok(key) = key {
+                crate::redis::refill(zone, key, conf.start, conf.max);
             }
             "lease used up (a variable cannot wait)"
         }
