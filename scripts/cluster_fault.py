@@ -26,6 +26,8 @@ Scenarios (`scripts/cluster-fault --list`):
   life-local     issue 12 on a local zone: takes while keys are deleted, moved, expire
   life-durable   the same on a durable zone; a move and a delete survive kill -9 and a restart
   life-redis     the same on a Redis zone over two nodes; survives Redis restarts
+  life-lease     the same in lease mode, moves and expiry: the node that moved a
+                 key serves only the new range (another may finish its lease)
 
 Lives of a key (issue 12), as the client sees them: a key's life ends at a
 DELETE answered 200 (or one that failed: it may have happened) and at an
@@ -1082,8 +1084,9 @@ class Lives:
     delete them, look at them and let them expire (takers leave a key alone
     while it is to expire)."""
 
-    def __init__(self, zone, nodes, controllers):
+    def __init__(self, zone, nodes, controllers, deletes=True):
         self.zone = zone
+        self.deletes = deletes
         self.nodes = nodes
         self.quiet = [False] * NKEYS
         self.next_range = [1] * NKEYS
@@ -1143,7 +1146,7 @@ class Lives:
                 self.next_range[i] += 1
                 nxt = i * BASE + j * SPAN + 1
                 self.admin(conn, node, "move", i, "POST", f"/admin?key=c{i}&next={nxt}&start={i * BASE + 1}", nxt)
-            elif x < 0.75:
+            elif x < 0.75 and self.deletes:
                 self.admin(conn, node, "delete", i, "DELETE", f"/admin?key=c{i}")
             elif x < 0.85:
                 self.admin(conn, node, "get", i, "GET", f"/admin?key=c{i}")
@@ -1172,8 +1175,11 @@ def range_of(i, t):
     return (t - i * BASE - 1) // SPAN
 
 
-def check_lives(check, zone, records, ops, nodes_label):
-    """Issue 12's rules over one concurrent phase (see the module doc)."""
+def check_lives(check, zone, records, ops, nodes_label, per_node=False):
+    """Issue 12's rules over one concurrent phase (see the module doc).
+    per_node (lease mode): after an operation, only the takes answered by
+    the node that made it must be in the range it left; another node may
+    still serve a lease it took before (its own numbers, unique)."""
     takes = [r for r in records if r.counter[0] == zone]
     excused = wrong_key = dup_pairs = window_bad = 0
     examples = defaultdict(list)
@@ -1254,7 +1260,7 @@ def check_lives(check, zone, records, ops, nodes_label):
             for r in ok[lo:]:
                 if r.sent >= end:
                     break
-                if r.done >= end:
+                if r.done >= end or (per_node and r.node != o.node):
                     continue
                 if range_of(i, r.first) != want:
                     window_bad += 1
@@ -1275,8 +1281,8 @@ def check_lives(check, zone, records, ops, nodes_label):
     return statuses.get(200, 0)
 
 
-def run_lives(check, zone, nodes, args, clients):
-    lives = Lives(zone, nodes, controllers=2)
+def run_lives(check, zone, nodes, args, clients, deletes=True):
+    lives = Lives(zone, nodes, controllers=2, deletes=deletes)
     with Load(nodes, lives.choose, clients=clients, seconds=60) as load, lives:
         time.sleep(args.life_seconds)
         lives.stop.set()
@@ -1479,6 +1485,28 @@ def life_redis(run, args, check):
     tickets = check_lives(check, "rz", records, ops, "Redis zone, two nodes")
     flood(check, nodes, redis)
     persist_redis(check, redis, *nodes)
+    check.stats.update(requests=len(records), tickets=tickets, admin_ops=len(ops))
+    healthy(check, *nodes)
+
+
+@scenario
+def life_lease(run, args, check):
+    """Issue 12 on a Redis zone in lease mode (lease=20, idle=1s) over two nodes, moves and expiry: after a move, the node that made it serves only the new range."""
+    redis = Redis(run, "life-lease")
+    redis.start()
+    nodes = []
+    for label in "AB":
+        n = Nginx(run, f"life-lease-{label.lower()}")
+        n.name = label
+        n.configure(redis_zone(redis, "rz", extra=" idle=1s lease=20") + redis_zone(redis, "fz") +
+                    redis_zone(redis, "pz") + server(n.port, life_locations("rz")))
+        n.must_start()
+        nodes.append(n)
+    wait_connected(nodes, zone="rz")
+    # No deletes: after one, the other node finishes the lease of the old
+    # life it holds, numbers the new life hands out again (README, lease mode)
+    records, ops = run_lives(check, "rz", nodes, args, args.clients + 4, deletes=False)
+    tickets = check_lives(check, "rz", records, ops, "Redis zone in lease mode, two nodes", per_node=True)
     check.stats.update(requests=len(records), tickets=tickets, admin_ops=len(ops))
     healthy(check, *nodes)
 

@@ -1408,9 +1408,17 @@ fn on_admin(
             Ok(AdminSetReply::WouldReissue { .. }) => Answer::WouldReissue,
             Ok(AdminSetReply::Set { generation, .. }) => {
                 if let (Some((counter, _)), Some(lock)) = (local, zone.memory.as_ref()) {
-                    // this node's own lease below the new next is dropped
+                    // this node's own lease below the new next is dropped;
+                    // in lease mode the count moves up to it too, so that a
+                    // lease Redis granted before the move and answered
+                    // after it (a sibling worker's) is dropped as stale
+                    // rather than served below the new next
                     lock.lock();
                     counter.drop_lease();
+                    if redis_of(zone).and_then(RedisConf::lease).is_some() {
+                        counter.raise_issued(new_count);
+                        counter.cover_issued();
+                    }
                     lock.unlock();
                     counter.set_remote_gen(generation);
                 }

@@ -113,6 +113,17 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_granted_before_an_admin_move_and_answered_after_it_is_a_gap() {
+        // 120 handed out of a lease to 150; a sibling worker's refill got
+        // [150, 200); then an admin move to count 1000 (same life): the
+        // node dropped its lease and moved its count up to the new next
+        let moved = view(1000, 1000, 3);
+        assert_eq!(place_lease_now(&moved, 3, 150), LeasePlace::Drop);
+        // a lease of the moved counter is served
+        assert_eq!(place_lease_now(&moved, 3, 1000), LeasePlace::Add);
+    }
+
+    #[test]
     fn a_new_life_in_redis_starts_the_count_over() {
         assert_eq!(
             place_lease_now(&view(500, 600, 3), 4, 0),
