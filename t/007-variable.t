@@ -1,6 +1,12 @@
 # ticket_variable: a variable that takes one ticket when a request first
 # reads it, and keeps that value for the rest of the request.
+use lib 't/lib';
+use File::Temp qw(tempdir);
 use Test::Nginx::Socket 'no_plan';
+use Steps;
+
+# Outside the server root, which the runner wipes between blocks.
+$ENV{TEST_NGINX_STATE_DIR} = tempdir('ngx-ticket-state-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
 workers(2);
 master_on();
@@ -110,3 +116,22 @@ GET /
 --- must_die
 --- error_log
 invalid variable name "t" in "ticket_variable" directive
+
+
+
+=== TEST 8: on a durable zone the variable never waits: a new key is not found until its reservation is on disk
+--- http_config
+    ticket_zone t8:1m state=$TEST_NGINX_STATE_DIR/t8.state reserve=10;
+    ticket_variable $t8 zone=t8 key=$arg_k;
+--- config
+    location = /v { return 200 "[$t8]\n"; }
+--- request
+GET /v?k=new
+--- response_body
+[]
+--- steps
+sleep 1
+GET /v?k=new => 200 "[1]\n"
+GET /v?k=new => 200 "[2]\n"
+--- error_log
+reservation not on disk yet (a variable cannot wait)

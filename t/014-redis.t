@@ -9,8 +9,10 @@ use PromCheck;
 
 $ENV{TEST_NGINX_REDIS_PORT} = 16390;
 $ENV{TEST_NGINX_REDIS_AUTH_PORT} = 16391;
+$ENV{TEST_NGINX_REDIS_MUTE_PORT} = 16392;
 RedisServer::start(port => $ENV{TEST_NGINX_REDIS_PORT});
 RedisServer::start(port => $ENV{TEST_NGINX_REDIS_AUTH_PORT}, password => 's3cret');
+RedisServer::mute(port => $ENV{TEST_NGINX_REDIS_MUTE_PORT});
 
 workers(2);
 master_on();
@@ -282,3 +284,23 @@ GET /k?k=a => 200 "105\n"
 --- error_log eval
 [qr/ticket zone "rd17": redis lost the zone's data \(a new epoch\)/,
  qr/ticket zone "rd17": redis counter "a" was below the last ticket this nginx handed out \(redis lost data\): raised past it by 100/]
+
+
+
+=== TEST 18: a Redis that accepts and never answers: 503 within redis_timeout, a local zone at once
+--- http_config
+    ticket_zone rd18:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_MUTE_PORT redis_timeout=300ms;
+    ticket_zone loc18:1m;
+--- config
+    location = /t { ticket_counter zone=rd18; }
+    location = /l { ticket_counter zone=loc18; }
+--- pipelined_requests eval
+["GET /t", "GET /l", "GET /t"]
+--- error_code eval
+[503, 200, 503]
+--- response_body eval
+["ticket authority unavailable\n", "1\n", "ticket authority unavailable\n"]
+--- steps
+GET /t => 503 "ticket authority unavailable\n" within 2
+GET /l => 200 "2\n" within 1
+--- timeout: 10

@@ -9,6 +9,7 @@ package RedisServer;
 #   use RedisServer;
 #   RedisServer::start(port => 16390);
 #   RedisServer::start(port => 16391, password => 'secret');
+#   RedisServer::mute(port => 16392);    # accepts, never answers
 #
 # Without redis-server installed the file dies with a clear message
 # (scripts/test installs it).
@@ -53,6 +54,32 @@ sub start {
     die "redis-server on port $port did not start (see $dir/redis.log)\n";
 }
 
+# A server that accepts connections and never answers: a hung Redis as
+# nginx sees it (the TCP connection is up, no reply ever comes). Stopped
+# with the others.
+#
+#   RedisServer::mute(port => 16392);
+sub mute {
+    my %opt = @_;
+    my $port = $opt{port} or die "RedisServer::mute needs a port";
+    my $listen = IO::Socket::INET->new(
+        LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
+        Listen => 64, ReuseAddr => 1,
+    ) or die "a mute listener on port $port: $!\n";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{$_} = 'DEFAULT' for qw(TERM INT);
+        my @held;    # read nothing, answer nothing, close nothing
+        while (1) {
+            my $client = $listen->accept or next;
+            push @held, $client;
+        }
+    }
+    close $listen;
+    $Pids{$port} = $pid;
+    return $pid;
+}
+
 # Runs redis-cli against a server started here; returns its output, chomped.
 sub cli {
     my ($port, $password, @args) = @_;
@@ -67,6 +94,8 @@ sub cli {
 }
 
 END {
+    # waitpid sets $?, which is the file's exit status once END runs
+    local $?;
     for my $pid (values %Pids) {
         kill 'TERM', $pid;
     }
