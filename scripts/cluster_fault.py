@@ -1467,20 +1467,27 @@ def persist_redis(check, redis, a, b):
                f"(fence); B moved to {n2}, A deleted g2; kill -9 of Redis -> {t2}; kill -9 of node A -> {t3}")
 
 
-@scenario
-def life_redis(run, args, check):
-    """Issue 12 on a Redis zone (idle=1s) over two nodes; create=off; moves and deletes survive Redis restarts."""
-    redis = Redis(run, "life-redis")
+def life_nodes(run, name, extra):
+    """A redis-server and nodes A and B with the lives' locations over its
+    zones rz (idle=1s and `extra`), fz and pz, connected."""
+    redis = Redis(run, name)
     redis.start()
     nodes = []
     for label in "AB":
-        n = Nginx(run, f"life-redis-{label.lower()}")
+        n = Nginx(run, f"{name}-{label.lower()}")
         n.name = label
-        n.configure(redis_zone(redis, "rz", extra=" idle=1s") + redis_zone(redis, "fz") +
+        n.configure(redis_zone(redis, "rz", extra=" idle=1s" + extra) + redis_zone(redis, "fz") +
                     redis_zone(redis, "pz") + server(n.port, life_locations("rz")))
         n.must_start()
         nodes.append(n)
     wait_connected(nodes, zone="rz")
+    return redis, nodes
+
+
+@scenario
+def life_redis(run, args, check):
+    """Issue 12 on a Redis zone (idle=1s) over two nodes; create=off; moves and deletes survive Redis restarts."""
+    redis, nodes = life_nodes(run, "life-redis", "")
     records, ops = run_lives(check, "rz", nodes, args, args.clients + 4)
     tickets = check_lives(check, "rz", records, ops, "Redis zone, two nodes")
     flood(check, nodes, redis)
@@ -1492,17 +1499,7 @@ def life_redis(run, args, check):
 @scenario
 def life_lease(run, args, check):
     """Issue 12 on a Redis zone in lease mode (lease=20, idle=1s) over two nodes, moves and expiry: after a move, the node that made it serves only the new range."""
-    redis = Redis(run, "life-lease")
-    redis.start()
-    nodes = []
-    for label in "AB":
-        n = Nginx(run, f"life-lease-{label.lower()}")
-        n.name = label
-        n.configure(redis_zone(redis, "rz", extra=" idle=1s lease=20") + redis_zone(redis, "fz") +
-                    redis_zone(redis, "pz") + server(n.port, life_locations("rz")))
-        n.must_start()
-        nodes.append(n)
-    wait_connected(nodes, zone="rz")
+    _, nodes = life_nodes(run, "life-lease", " lease=20")
     # No deletes: after one, the other node finishes the lease of the old
     # life it holds, numbers the new life hands out again (README, lease mode)
     records, ops = run_lives(check, "rz", nodes, args, args.clients + 4, deletes=False)
