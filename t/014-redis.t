@@ -10,7 +10,10 @@ use PromCheck;
 $ENV{TEST_NGINX_REDIS_PORT} = 16390;
 $ENV{TEST_NGINX_REDIS_AUTH_PORT} = 16391;
 $ENV{TEST_NGINX_REDIS_MUTE_PORT} = 16392;
+$ENV{TEST_NGINX_REDIS_REPLICA_PORT} = 16393;
 RedisServer::start(port => $ENV{TEST_NGINX_REDIS_PORT});
+RedisServer::start(port => $ENV{TEST_NGINX_REDIS_REPLICA_PORT},
+                   replicaof => $ENV{TEST_NGINX_REDIS_PORT});
 RedisServer::start(port => $ENV{TEST_NGINX_REDIS_AUTH_PORT}, password => 's3cret');
 RedisServer::mute(port => $ENV{TEST_NGINX_REDIS_MUTE_PORT});
 
@@ -303,4 +306,41 @@ GET /k?k=a => 200 "105\n"
 --- steps
 GET /t => 503 "ticket authority unavailable\n" within 2
 GET /l => 200 "2\n" within 1
+--- timeout: 10
+
+
+
+=== TEST 19: redis_replicas=: answered once the replica has the batch
+--- http_config
+    ticket_zone rd19:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s redis_replicas=1;
+--- config
+    location = /t { ticket_counter zone=rd19; }
+--- pipelined_requests eval
+["GET /t", "GET /t"]
+--- response_body eval
+["1\n", "2\n"]
+--- steps
+redis $TEST_NGINX_REDIS_REPLICA_PORT GET ticket:rd19 => "2"
+
+
+
+=== TEST 20: redis_replicas= more than there are: 503 within redis_timeout, said, the connection kept
+--- http_config
+    ticket_zone rd20:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=600ms redis_replicas=2;
+--- config
+    location = /t { ticket_counter zone=rd20; }
+    location = /s { ticket_status zone=rd20; }
+--- request
+GET /t
+--- error_code: 503
+--- response_body
+ticket authority unavailable
+--- steps
+GET /t => 503 "ticket authority unavailable\n" within 2
+GET /s => 200 /"errors":[1-9]\d*,"fences":0,/
+GET /s => 200 /"timeouts":0,/
+--- error_log
+ticket zone "rd20": only 1 of 2 redis replicas acknowledged a batch: its tickets are not handed out
+--- no_error_log
+is unavailable
 --- timeout: 10

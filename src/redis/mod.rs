@@ -35,7 +35,7 @@ use crate::core::redis::handshake::{Appendonly, ServerInfo};
 use crate::core::redis::keys::CounterKeys;
 use crate::core::redis::known::{is_stale, place_lease, LeasePlace, LOST_EPOCH};
 use crate::core::redis::reply::ReplyError;
-use crate::core::redis::resp::{Command as Resp, Value};
+use crate::core::redis::resp::Value;
 use crate::core::redis::scripts::{
     self, AdminGetReply, AdminSetArgs, AdminSetReply, FenceArgs, FenceReply, ScriptShas, TakeArgs,
     TakeLimit, TakeOutcome, TakeReply,
@@ -820,12 +820,7 @@ fn send_batch(reg: &mut Registry, key: &QueueKey) {
     );
     let replicas = redis.args.replicas;
     if replicas > 0 {
-        let mut command = Resp::new(l.buffer());
-        command
-            .arg(b"WAIT")
-            .arg_u64(u64::from(replicas))
-            .arg_u64(redis.args.timeout_ms);
-        command.finish();
+        scripts::encode_wait(l.buffer(), u64::from(replicas), redis.args.timeout_ms);
         l.expect(wait_id);
         reg.sent.insert(wait_id, Sent::Wait(key.clone()));
     }

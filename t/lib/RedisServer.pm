@@ -9,6 +9,7 @@ package RedisServer;
 #   use RedisServer;
 #   RedisServer::start(port => 16390);
 #   RedisServer::start(port => 16391, password => 'secret');
+#   RedisServer::start(port => 16393, replicaof => 16390);
 #   RedisServer::mute(port => 16392);    # accepts, never answers
 #
 # Without redis-server installed the file dies with a clear message
@@ -33,6 +34,7 @@ sub start {
                 '--appendfsync', 'always', '--daemonize', 'no',
                 '--logfile', "$dir/redis.log");
     push @args, '--requirepass', $opt{password} if defined $opt{password};
+    push @args, '--replicaof', '127.0.0.1', $opt{replicaof} if defined $opt{replicaof};
     system('sh', '-c', 'command -v redis-server >/dev/null') == 0
         or die "redis-server is not installed (apt-get install redis-server)\n";
     my $pid = fork // die "fork: $!";

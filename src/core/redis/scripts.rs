@@ -609,6 +609,19 @@ pub fn encode_admin_del(out: &mut Vec<u8>, sha: &ScriptSha, keys: &CounterKeys) 
     .finish();
 }
 
+/// Appends the `WAIT` that follows a batch when `redis_replicas=` is set.
+/// Redis answers it within half the link's reply timeout (at least 1 ms:
+/// `WAIT n 0` would block for ever), so its answer, however few replicas
+/// acknowledged, comes before the link gives up waiting for a reply.
+pub fn encode_wait(out: &mut Vec<u8>, replicas: u64, reply_timeout_ms: u64) {
+    let mut command = Command::new(out);
+    command
+        .arg(b"WAIT")
+        .arg_u64(replicas)
+        .arg_u64((reply_timeout_ms / 2).max(1));
+    command.finish();
+}
+
 /// Whether `admin_del` found the counter.
 pub fn parse_admin_del(value: Value) -> Result<bool, ReplyError> {
     match value {
@@ -1054,5 +1067,16 @@ mod tests {
         assert_eq!(parse_admin_del(int(1)), Ok(true));
         assert_eq!(parse_admin_del(int(0)), Ok(false));
         assert!(parse_admin_del(bulk("1")).is_err());
+    }
+
+    #[test]
+    fn wait_is_answered_within_half_the_reply_timeout() {
+        let mut out = Vec::new();
+        encode_wait(&mut out, 2, 1000);
+        assert_eq!(args_of(&out), ["WAIT", "2", "500"]);
+        out.clear();
+        // never WAIT n 0, which blocks for ever
+        encode_wait(&mut out, 1, 1);
+        assert_eq!(args_of(&out), ["WAIT", "1", "1"]);
     }
 }
