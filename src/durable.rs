@@ -188,15 +188,12 @@ fn install(shared: &SharedZone<'_>, lock: &ZoneMemory, blocks: &[Block]) {
 /// (created if new here). Returns how many counters the log holds.
 fn restore(shared: &SharedZone<'_>, lock: &ZoneMemory, index: &Index) -> Result<usize, String> {
     let instance = shared.instance();
+    // The file's `used` is only as recent as the write that carried it (a
+    // reservation, or a clean stop's give-back): after a crash, a key may
+    // have been used until the last moment. Every restored key's idle time
+    // counts from now, so a restart never retires a key in use (and hands
+    // its numbers out again).
     let now = crate::process::unix_msec();
-    // The file keeps Unix seconds; counters keep milliseconds.
-    let used_of = |seconds: u64| {
-        if seconds == 0 {
-            now
-        } else {
-            seconds.saturating_mul(1000)
-        }
-    };
     // What a counter issued is covered, trivially: blocks continue from it.
     shared.default_counter().cover_issued();
     for (_, found) in shared.keys() {
@@ -212,7 +209,7 @@ fn restore(shared: &SharedZone<'_>, lock: &ZoneMemory, index: &Index) -> Result<
             None => shared.default_counter(),
             Some(key) => {
                 let start = entry.start.unwrap_or(1);
-                match shared.find_or_create(key, start, used_of(entry.used), lock) {
+                match shared.find_or_create(key, start, now, lock) {
                     Ok(found) => found.counter,
                     Err(_) => {
                         return Err(format!(
@@ -225,7 +222,7 @@ fn restore(shared: &SharedZone<'_>, lock: &ZoneMemory, index: &Index) -> Result<
         };
         let view = counter.view();
         if view.start.is_none() && view.issued == 0 {
-            counter.resume(entry.start, entry.mark, entry.mark, used_of(entry.used));
+            counter.resume(entry.start, entry.mark, entry.mark, now);
         } else {
             counter.raise_issued(entry.mark);
             counter.cover_issued();
@@ -252,7 +249,7 @@ fn load_and_reserve(
     let text = |err: StateError| err.to_string();
     if crate::process::testing_config() {
         let mut state = StateLog::open_read_only(&durable.path, &access, max_keys).map_err(text)?;
-        state.session().map_err(text)?;
+        state.session().map_err(text)?.probe().map_err(text)?;
         return Ok(());
     }
     let mut state = StateLog::open(&durable.path, &access, max_keys).map_err(text)?;

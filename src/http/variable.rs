@@ -52,14 +52,16 @@ unsafe extern "C" fn ticket_variable_get(
         return Status::NGX_OK.into();
     };
     let key = request_key(r, conf);
-    let outcome = match key {
-        Ok(key) => take::take(zone, conf, key, 1, log(r), DEFAULT_LOG_LEVEL),
-        Err(refusal) => Outcome::Refused(refusal),
-    };
+    // `ticket_log_level` of the request's location, also for the take's own
+    // lines (a full zone).
     let level = crate::module::TicketModule::location_conf(r)
         .map_or(DEFAULT_LOG_LEVEL, |loc: &crate::conf::LocConf| {
             loc.log_level
         });
+    let outcome = match key {
+        Ok(key) => take::take(zone, conf, key, 1, log(r), level),
+        Err(refusal) => Outcome::Refused(refusal),
+    };
     let why = match outcome {
         Outcome::Tickets { first, .. } => {
             let body = response::render(Handout::One(first), Format::Text, 0);

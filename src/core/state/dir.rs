@@ -243,6 +243,26 @@ impl StateDir {
         })
     }
 
+    /// Creates a file in the directory as [`StateDir::replace`] does, and
+    /// removes it: for `nginx -t`, which writes nothing, to fail where the
+    /// start would (a read-only or immutable directory, a filesystem such
+    /// as /proc that creates no files), whatever the mode bits say.
+    pub fn probe(&self, _lock: &DirLock) -> Result<()> {
+        let tmp = self.temp_name()?;
+        let fd = retry(|| {
+            rustix::fs::openat(
+                &self.dir,
+                &tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })
+        .map_err(|e| StateError::io(&self.dir_path.join(&tmp), "open()", e))?;
+        drop(fd);
+        retry(|| rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty()))
+            .map_err(|e| StateError::io(&self.dir_path.join(&tmp), "unlink()", e))
+    }
+
     fn fill(
         &self,
         file: &File,

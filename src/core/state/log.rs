@@ -316,6 +316,12 @@ impl Session<'_> {
         self.replace(extra, owner)
     }
 
+    /// Whether a rewrite could create its file in the directory (for a
+    /// read-only `nginx -t`): one is created and removed.
+    pub fn probe(&self) -> Result<()> {
+        self.log.dir.probe(&self.lock)
+    }
+
     /// Removes temporary files a killed writer left in the directory.
     pub fn remove_stale_temps(&self) -> Result<usize> {
         self.log.dir.remove_stale_temps(&self.lock)

@@ -807,3 +807,25 @@ fn timing_with_100k_keys() {
     assert!(catch_up < Duration::from_millis(50));
     assert!(append < Duration::from_millis(50));
 }
+
+#[test]
+fn probe_creates_and_removes_a_file_or_says_why_not() {
+    let dir = TempDir::new("probe");
+    let mut log = StateLog::open_read_only(&dir.file(), &me(), 10).unwrap();
+    log.session().unwrap().probe().unwrap();
+    assert!(dir.names().is_empty(), "{:?}", dir.names());
+    // /proc lets nobody create files, root included, whatever its mode
+    // bits say; the error names the file the start would have written.
+    if is_root() {
+        let mut log = StateLog::open_read_only(Path::new("/proc/t.state"), &me(), 10).unwrap();
+        let err = log.session().unwrap().probe().unwrap_err();
+        assert!(
+            matches!(err.kind, ErrorKind::Io { call: "open()", .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("open() \"/proc/.t.state."),
+            "{err}"
+        );
+    }
+}
