@@ -15,7 +15,7 @@ it was answered (monotonic clock), and checks, per counter:
 - max= exact across nodes; a count=K batch all or nothing;
 - no worker dies of a signal we did not send.
 
-Scenarios (`scripts/cluster-fault --list`):
+Scenarios (`scripts/cluster-fault --list`; `scripts/cluster-fault NAME` runs one):
 
   order          no fault: duplicates, order, gaps, max=500 across nodes, count=K
   redis-kill9    kill -9 of redis-server and restart on its directory, twice
@@ -23,6 +23,15 @@ Scenarios (`scripts/cluster-fault --list`):
   redis-stop     kill -STOP of Redis (redis_timeout=500ms): 503 in time, other locations fast
   reload-quit    nginx -s reload and a graceful quit while requests wait for Redis
   lease          lease=100 on both nodes: unique, ordered per node; kill -9 of Redis
+  failover       a master and a replica, the nodes reaching the master through a
+                 TCP forwarder; kill -9 of the master, the replica promoted, the
+                 forwarder repointed; then again with a replica whose link was
+                 held (it lacks the last writes): unique, in order, fenced once
+                 per zone, redis_replicas=1 lost nothing it answered
+  failback       back to a former master that never restarted and lacks the
+                 later writes (its own run id still in its metadata: the nodes
+                 that saw the other run fence); then a master demoted while the
+                 nodes use it (READONLY: the link is dropped and reconnects)
   life-local     issue 12 on a local zone: takes while keys are deleted, moved, expire
   life-durable   the same on a durable zone; a move and a delete survive kill -9 and a restart
   life-redis     the same on a Redis zone over two nodes; survives Redis restarts
@@ -51,6 +60,7 @@ import argparse
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -123,13 +133,14 @@ class Redis:
         os.makedirs(self.dir, exist_ok=True)
         self.proc = None
         self.started = self.ready = None
+        self.extra = []  # more redis-server arguments (a replica's --replicaof)
         run.redises.append(self)
 
     def start(self, seconds=10):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-             "--logfile", os.path.join(self.dir, "redis.log")],
+             "--logfile", os.path.join(self.dir, "redis.log"), *self.extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.started = time.monotonic()
         deadline = self.started + seconds
@@ -202,8 +213,12 @@ class ClusterRun(Run):
         self.module = os.path.join(self.base, "modules", MODULE_NAME)
         self.next_port = 18580
         self.redises = []
+        self.forwarders = []
 
     def stop_everything(self):
+        for f in self.forwarders:
+            f.stop()
+        self.forwarders = []
         for r in self.redises:
             try:
                 r.sig(signal.SIGCONT)
@@ -211,6 +226,107 @@ class ClusterRun(Run):
             except (OSError, subprocess.TimeoutExpired):
                 pass
         super().stop_everything()
+
+
+class Forwarder:
+    """A TCP forwarder on loopback, as a virtual IP or a proxy in front of
+    Redis: each connection it accepts is relayed to the port it points at
+    (one thread per connection). point(port) moves it and closes every
+    connection relayed so far; hold() stops passing on what the servers send
+    (a replication link that lags: the master's writes stay unread in its
+    socket); drop() closes every connection (what was held is lost)."""
+
+    def __init__(self, run, target):
+        self.port = run.port()
+        self.target = target
+        self.held = False
+        self.lock = threading.Lock()
+        self.pairs = set()
+        self.done = threading.Event()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(128)
+        self.listener.settimeout(0.1)
+        run.forwarders.append(self)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.done.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=1)
+            except OSError:
+                client.close()  # nothing there: the client sees the connection close
+                continue
+            for sock in (client, upstream):
+                sock.settimeout(5)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pair = (client, upstream)
+            with self.lock:
+                if self.done.is_set():
+                    client.close()
+                    upstream.close()
+                    return
+                self.pairs.add(pair)
+            threading.Thread(target=self.pump, args=(pair,), daemon=True).start()
+
+    def pump(self, pair):
+        client, upstream = pair
+        try:
+            while pair in self.pairs:
+                readers = [client] if self.held else [client, upstream]
+                ready, _, _ = select.select(readers, [], [], 0.05)
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is client else client).sendall(data)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.close(pair)
+
+    def close(self, pair, release=True):
+        """Shuts a pair down; only its pump thread releases the sockets
+        (another thread may be selecting on them)."""
+        with self.lock:
+            self.pairs.discard(pair)
+        for sock in pair:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            if release:
+                sock.close()
+
+    def drop(self):
+        with self.lock:
+            pairs = list(self.pairs)
+        for pair in pairs:
+            self.close(pair, release=False)
+
+    def hold(self):
+        self.held = True
+
+    def point(self, target):
+        """Relay new connections to `target`; close the ones relayed so far."""
+        self.target = target
+        self.held = False
+        self.drop()
+
+    def stop(self):
+        self.done.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        self.drop()
 
 
 # ---------------------------------------------------------------------------
@@ -1057,6 +1173,362 @@ def lease(run, args, check):
 
 
 # ---------------------------------------------------------------------------
+# failover to a replica
+
+# a fresh replica's full sync starts at once (Redis 7.0 waits 5 s by default)
+SYNC_NOW = ["--repl-diskless-sync-delay", "0"]
+RECOVERY = 4.0  # s: the reconnect back-off's 2 s ceiling, on a busy machine
+FAILOVER_ZONES = ("r", "le", "rw")
+FAILOVER_COUNTERS = ([("r", None)] + [("r", f"k{i}") for i in range(3)] + [("r", "solo")] +
+                     [("le", None), ("le", "k0"), ("rw", None)])
+FAILOVER_LOCATIONS = """
+        location = /t { ticket_counter zone=r; }
+        location = /k { ticket_counter zone=r key=$arg_k; }
+        location = /le { ticket_counter zone=le; }
+        location = /lk { ticket_counter zone=le key=$arg_k; }
+        location = /w { ticket_counter zone=rw; }
+        location = /status { ticket_status; }
+"""
+
+
+def redis_info(redis, section):
+    out = {}
+    for line in redis.cmd("INFO", section).splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name] = value
+    return out
+
+
+def start_replica(redis, relay):
+    """redis-server on its directory as a replica of what `relay` points at;
+    returns when it is in sync."""
+    redis.extra = SYNC_NOW + ["--replicaof", "127.0.0.1", str(relay.port)]
+    redis.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            info = redis_info(redis, "replication")
+            if info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == "0":
+                return time.monotonic()
+        except (OSError, RedisError):
+            pass
+        time.sleep(0.01)
+    raise Failure(f"the replica on port {redis.port} not in sync within 15 s; see {redis.dir}/redis.log")
+
+
+def fence_epochs(redis):
+    """Each zone's fence epoch in Redis: how often the nodes saw a new run."""
+    return {z: int(redis.cmd("HGET", f"ticket:{z};", "fence") or 0) for z in FAILOVER_ZONES}
+
+
+class Switch:
+    """One failover: when the fault began (the replication link held, or the
+    kill), when the master died, when a master was behind the forwarder
+    again, when a replica was in sync with it; what the promoted replica
+    held, its run id, the replication offsets before the kill."""
+
+    def __init__(self, label, lagged):
+        self.label, self.lagged = label, lagged
+        self.t_begin = self.t_kill = self.t_service = self.t_synced = None
+        self.promoted, self.offsets, self.fences, self.run_id = {}, {}, {}, None
+        self.skips = []
+
+
+@scenario
+def failover(run, args, check):
+    """kill -9 of the Redis master under load, its replica promoted behind a forwarder; again with a replica that lagged: no ticket twice, fenced."""
+    # Two redis-servers (appendonly, appendfsync always), the replica's link
+    # through `relay`, a forwarder that can hold it; the nodes reach the
+    # master through `vip`, a forwarder repointed at each failover. Zone rw
+    # (redis_replicas=1) shares r's connection on node A; on node B it has
+    # one of its own (`vip_w`), which shows what its WAIT costs r.
+    m, rr = Redis(run, "failover-m"), Redis(run, "failover-r")
+    m.extra = list(SYNC_NOW)
+    m.start()
+    relay = Forwarder(run, m.port)
+    start_replica(rr, relay)
+    vip, vip_w = Forwarder(run, m.port), Forwarder(run, m.port)
+    nodes = []
+    for label in "AB":
+        n = Nginx(run, f"failover-{label.lower()}")
+        n.name = label
+        url = f"redis://127.0.0.1:{vip.port}"
+        url_w = url if label == "A" else f"redis://127.0.0.1:{vip_w.port}"
+        n.configure(f"    ticket_zone r:1m redis={url};\n"
+                    f"    ticket_zone le:1m redis={url} lease=20;\n"
+                    f"    ticket_zone rw:1m redis={url_w} redis_replicas=1;\n" +
+                    server(n.port, FAILOVER_LOCATIONS))
+        n.must_start()
+        nodes.append(n)
+    wait_connected(nodes)
+    wait_connected(nodes, zone="rw")
+    # key "solo" of zone r: one node takes it until a kill, the other after,
+    # so only the fence keeps the second from numbers the first lost
+    owner = ["A"]
+
+    def choose(rng, elapsed, client):
+        node = nodes[client % len(nodes)].name
+        if (client // 2) % 4 == 3:
+            return ("rw", None), "/w", 1
+        x = rng.random()
+        if x < 0.15 and node == owner[0]:
+            return ("r", "solo"), "/k?k=solo", 1
+        if x < 0.45:
+            return ("r", None), "/t", 1
+        if x < 0.7:
+            k = f"k{rng.randrange(3)}"
+            return ("r", k), f"/k?k={k}", 1
+        if x < 0.85:
+            return ("le", None), "/le", 1
+        return ("le", "k0"), "/lk?k=k0", 1
+
+    first, second = Switch("failover", False), Switch("failover after lag", True)
+    with Load(nodes, choose, clients=args.clients, seconds=60) as load:
+        time.sleep(args.seconds)
+        fences0 = fence_epochs(m)
+        # 1: the replica in sync. kill -9, promote, repoint; the old master
+        # comes back as the new one's replica.
+        first.offsets = redis_info(m, "replication")
+        first.t_begin = first.t_kill = time.monotonic()
+        m.kill9()
+        owner[0] = "B"
+        rr.cmd("REPLICAOF", "NO", "ONE")
+        first.promoted = {c: rr.counter(*c) for c in FAILOVER_COUNTERS}
+        first.run_id = redis_info(rr, "server")["run_id"]
+        vip.point(rr.port)
+        vip_w.point(rr.port)
+        first.t_service = time.monotonic()
+        relay.point(rr.port)
+        first.t_synced = start_replica(m, relay)
+        time.sleep(2.5)
+        first.fences = fence_epochs(rr)
+        # 2: the replica lags (its link held: the master's writes stay
+        # unread), the master dies, the forwarder points at the replica
+        # before it is promoted (the nodes must refuse it), then it is.
+        time.sleep(0.5)
+        second.t_begin = time.monotonic()
+        relay.hold()
+        time.sleep(1.0)
+        second.offsets = redis_info(rr, "replication")
+        second.t_kill = time.monotonic()
+        rr.kill9()
+        owner[0] = "A"
+        relay.drop()
+        second.promoted = {c: m.counter(*c) for c in FAILOVER_COUNTERS}
+        second.run_id = redis_info(m, "server")["run_id"]
+        m.cmd("CONFIG", "RESETSTAT")
+        vip.point(m.port)
+        vip_w.point(m.port)
+        time.sleep(0.6)
+        as_replica = redis_info(m, "commandstats")
+        m.cmd("REPLICAOF", "NO", "ONE")
+        second.t_service = time.monotonic()
+        relay.point(m.port)
+        second.t_synced = start_replica(rr, relay)
+        time.sleep(2.5)
+        second.fences = fence_epochs(m)
+    records = check.absorb(load, "failover", allowed=(200, 503))
+    unavailable_bodies(check, records, "failover")
+    ok = [r for r in records if r.status == 200]
+
+    # the role check: the nodes came to the replica and asked, took nothing
+    asked = {k[len("cmdstat_"):]: v.split(",")[0] for k, v in as_replica.items() if k.startswith("cmdstat_")}
+    check.expect("info" in asked and not any(c in asked for c in ("evalsha", "eval", "incrby", "wait")),
+                 f"while the forwarder pointed at a replica, the nodes sent it {asked or 'nothing'} "
+                 f"(INFO, and no take, expected)")
+    prev = fences0
+    for sw in (first, second):
+        label = sw.label
+        # strict zones: no ticket while no master was behind the forwarder
+        early = [r for r in ok if r.counter[0] != "le" and sw.t_kill + 0.01 < r.sent and r.done < sw.t_service]
+        check.expect(not early, f"{label}: {len(early)} tickets answered while there was no master: "
+                     + "; ".join(check.describe(r) for r in early[:2]))
+        # tickets again on every node, in every zone (rw: once a replica is in sync)
+        back = {}
+        for z in FAILOVER_ZONES:
+            since = sw.t_synced if z == "rw" else sw.t_service
+            for n in nodes:
+                got = first_ok_after([r for r in ok if r.counter[0] == z], since, n.name)
+                back[(z, n.name)] = None if got is None else got.done - since
+                check.expect(got is not None and got.done - since <= RECOVERY,
+                             f"{label}: zone {z} on node {n.name} answered tickets again "
+                             f"{'never' if got is None else f'{got.done - since:.2f} s'} after "
+                             f"{'a replica was in sync' if z == 'rw' else 'a master was behind the forwarder'}"
+                             f" (bound {RECOVERY} s)")
+        # what the promoted replica lacked; redis_replicas=1: nothing answered
+        lacked, seen = {}, []
+        for c in FAILOVER_COUNTERS:
+            answered = max((r.last for r in ok if r.counter == c and r.sent < sw.t_kill), default=0)
+            held = sw.promoted.get(c) or 0
+            lacked[c] = max(0, answered - held)
+            seen.append(f"{fmt_counter(c)} {answered}/{held}")
+            if c[0] == "rw":
+                check.expect(held >= answered, f"{label}: the promoted replica holds {held} for "
+                             f"{fmt_counter(c)}, but {answered} was answered with redis_replicas=1")
+        if sw.lagged:
+            check.expect(lacked[("r", None)] > 0 and lacked[("r", "solo")] > 0,
+                         f"{label}: the promoted replica did not lack answered tickets of r and r[solo] "
+                         f"({', '.join(seen)}): no lag to fence")
+        o = sw.offsets
+        acked = dict(kv.split("=", 1) for kv in o.get("slave0", "offset=0").split(","))
+        check.note(f"{label}: at the kill the replica was {int(o['master_repl_offset']) - int(acked['offset'])} "
+                   f"bytes behind; answered/promoted replica held: {', '.join(seen)}; lacked "
+                   f"{sum(lacked.values())} answered tickets")
+        # every counter went on above everything answered (lease: a node
+        # may finish a lease it held, its own numbers)
+        for c in FAILOVER_COUNTERS:
+            before = [r.last for r in ok if r.counter == c and r.sent < sw.t_kill]
+            after = [r for r in ok if r.counter == c and r.sent >= sw.t_service]
+            if not before or not after:
+                continue
+            a, b = max(before), min(after, key=lambda r: r.first)
+            if c[0] != "le":
+                check.expect(b.first > a, f"{label}: {fmt_counter(c)} went on at {b.first} (node {b.node}), "
+                             f"after {a} had been answered")
+            sw.skips.append(f"{fmt_counter(c)} {a} -> {b.first} ({b.node})")
+        # the fence: the epoch up once per zone, logged once, with the new run id
+        for z in FAILOVER_ZONES:
+            check.expect(sw.fences[z] == prev[z] + 1, f"{label}: zone {z}'s fence epoch went from "
+                         f"{prev[z]} to {sw.fences[z]} (once per failover expected)")
+            text = f'ticket zone "{z}": redis restarted or failed over (run_id {sw.run_id})'
+            logged = sum(error_lines(n, text) for n in nodes)
+            check.expect(logged == 1, f"{label}: zone {z}: {logged} fence lines with run_id {sw.run_id} "
+                         f"over both nodes (one expected)")
+        prev = sw.fences
+        check.note(f"{label}: down {sw.t_service - sw.t_kill:.2f} s (the kill to a master behind the "
+                   f"forwarder), a replica in sync {sw.t_synced - sw.t_service:.2f} s later; tickets again after "
+                   + ", ".join(f"{z}@{n} {'never' if v is None else f'{v:.2f} s'}" for (z, n), v in back.items()))
+        check.note(f"{label}: fence epochs {sw.fences}, logged; last answered -> first after: "
+                   + ", ".join(sw.skips))
+
+    # 503s only from the start of a fault until RECOVERY after a master
+    # (for rw: and a replica) was back
+    outside = [r for r in records if r.status == 503 and not any(
+        sw.t_begin - 0.05 <= r.sent <= (sw.t_synced if r.counter[0] == "rw" else sw.t_service) + RECOVERY
+        for sw in (first, second))]
+    check.expect(not outside, f"{len(outside)} answered 503 away from the failovers: "
+                 + "; ".join(check.describe(r) for r in outside[:3]))
+    # what rw's WAIT costs zone r on a worker whose connection it shares
+    # (node A; node B's rw has a connection of its own)
+    hold = second.t_kill - second.t_begin
+    during = [r for r in records if second.t_begin <= r.sent < second.t_kill]
+    waits = {(r.node, r.pid) for r in during if r.counter[0] == "rw"}
+    rates = []
+    for node, pid in sorted({(r.node, r.pid) for r in ok if r.counter[0] == "r" and r.pid}):
+        got = [sum(1 for r in ok if r.counter[0] == "r" and r.pid == pid and t <= r.sent < t + hold) / hold
+               for t in (second.t_begin - hold, second.t_begin)]
+        shared = node == "A" and (node, pid) in waits
+        rates.append(f"{node} {pid}{' (rw too)' if shared else ''} {got[0]:.0f} -> {got[1]:.0f}")
+    held_503 = defaultdict(int)
+    for r in during:
+        held_503[r.counter[0]] += r.status == 503 and r.done < second.t_kill
+    check.note(f"while the replication link was held ({hold:.1f} s): 503s per zone {dict(held_503)}; zone r "
+               f"tickets/s per worker, before -> during: {', '.join(rates)}")
+
+    check_unique(check, records)
+    violations = check_order(check, [r for r in records if r.counter[0] != "le"],
+                             what=" in the strict zones r and rw over the failovers")
+    per_node = check_order(check, [r for r in records if r.counter[0] == "le"], per_node=True,
+                           what=" in the lease zone within a node")
+    st = {n.name: status(n)["zones"] for n in nodes}
+    check.note("status after: " + "; ".join(
+        f"{k}: " + ", ".join(f"{z} fences {v[z]['redis']['fences']} repairs {v[z]['redis']['repairs']} "
+                             f"errors {v[z]['redis']['errors']}" for z in FAILOVER_ZONES) for k, v in st.items()))
+    check.note(f"log lines 'was below the last ticket' (repairs): "
+               f"{sum(error_lines(n, 'was below the last ticket') for n in nodes)}; "
+               f"sent to the replica before its promotion: {asked}")
+    check.stats.update(requests=len(records), tickets=sum(r.last - r.first + 1 for r in ok),
+                       statuses=count_statuses(records), order_violations=violations,
+                       lease_order_violations=per_node)
+    healthy(check, *nodes)
+
+
+@scenario
+def failback(run, args, check):
+    """Back to a former master that never restarted and lacks the later writes: fenced once, no ticket twice; a master demoted under the nodes (READONLY): reconnect, tickets again."""
+    m, rr = Redis(run, "failback-m"), Redis(run, "failback-r")
+    m.extra = list(SYNC_NOW)
+    m.start()
+    relay = Forwarder(run, m.port)
+    start_replica(rr, relay)
+    vip = Forwarder(run, m.port)
+    nodes = []
+    for label in "AB":
+        n = Nginx(run, f"failback-{label.lower()}")
+        n.name = label
+        url = f"redis://127.0.0.1:{vip.port}"
+        n.configure(f"    ticket_zone r:1m redis={url};\n    ticket_zone le:1m redis={url};\n"
+                    f"    ticket_zone rw:1m redis={url};\n" + server(n.port, FAILOVER_LOCATIONS))
+        n.must_start()
+        nodes.append(n)
+    wait_connected(nodes)
+    owner = ["A"]  # who takes key "solo"
+
+    def choose(rng, elapsed, client):
+        if rng.random() < 0.3 and nodes[client % 2].name == owner[0]:
+            return ("r", "solo"), "/k?k=solo", 1
+        return ("r", None), "/t", 1
+    with Load(nodes, choose, clients=args.clients, seconds=60) as load:
+        time.sleep(args.seconds)
+        x = redis_info(m, "server")["run_id"]
+        # 1: switchover to R; M (run id X, alive) becomes R's replica over a
+        # held link, so it never gets R's writes (nor the zone hash's new run)
+        rr.cmd("REPLICAOF", "NO", "ONE")
+        vip.point(rr.port)
+        owner[0] = "B"
+        relay.point(rr.port)
+        relay.hold()
+        m.cmd("REPLICAOF", "127.0.0.1", str(relay.port))
+        time.sleep(1.5)
+        # 2: R dies; M promoted again: its run id is the one its zone hash holds
+        t_kill = time.monotonic()
+        rr.kill9()
+        relay.drop()
+        m.cmd("REPLICAOF", "NO", "ONE")
+        vip.point(m.port)
+        owner[0] = "A"
+        t_back = time.monotonic()
+        time.sleep(2.0)
+        # 3: a replica again; then the master demoted while the nodes use it
+        relay.point(m.port)
+        start_replica(rr, relay)
+        time.sleep(0.5)
+        t_demote = time.monotonic()
+        rr.cmd("REPLICAOF", "NO", "ONE")
+        relay.point(rr.port)
+        m.cmd("REPLICAOF", "127.0.0.1", str(relay.port))
+        time.sleep(0.3)
+        vip.point(rr.port)
+        t_moved = time.monotonic()
+        time.sleep(RECOVERY + 1)
+    records = check.absorb(load, "failback", allowed=(200, 503))
+    ok = [r for r in records if r.status == 200]
+    text = f'ticket zone "r": redis restarted or failed over (run_id {x})'
+    logged = sum(error_lines(n, text) for n in nodes)
+    check.expect(logged == 1, f"back to the former master (run_id {x}, which its zone hash still names): "
+                 f"{logged} fence lines for zone r (one expected)")
+    solo_b = [r.last for r in ok if r.counter == ("r", "solo") and r.node == "B" and r.sent < t_kill]
+    solo_a = sorted(r.first for r in ok if r.counter == ("r", "solo") and r.node == "A" and t_back <= r.sent < t_demote)
+    check.note(f"key solo: node B took up to {max(solo_b, default=None)} on the intermediate master; node A "
+               f"went on at {solo_a[:1]} on the former one")
+    check_unique(check, records)
+    check_order(check, records, what=" over the failback")
+    # every worker that answered before the demotion answers again after it
+    workers = {(r.node, r.pid) for r in ok if r.sent < t_demote}
+    for node, pid in sorted(workers):
+        mine = [r for r in records if r.node == node and r.pid == pid and r.sent >= t_moved]
+        got = first_ok_after(mine, t_moved)
+        check.expect(not mine or (got is not None and got.done - t_moved <= RECOVERY),
+                     f"after the master was demoted under it, worker {pid} of node {node} answered "
+                     f"{count_statuses(mine)} over {RECOVERY + 1:.0f} s (tickets again within {RECOVERY} s "
+                     f"expected); its log: " + "; ".join(
+                         line[line.find("ticket"):][:110] for n in nodes if n.name == node
+                         for line in n.error_log().splitlines() if f"{pid}#" in line and "refused" in line)[:300])
+    check.stats.update(requests=len(records), statuses=count_statuses(records))
+
+
+# ---------------------------------------------------------------------------
 # issue 12: lives of keys
 
 NKEYS = 8
@@ -1551,6 +2023,7 @@ def main():
     ap.add_argument("--module", default=os.path.join(ROOT, "build/modules", MODULE_NAME))
     ap.add_argument("--scenario", action="append", metavar="NAME",
                     help="run only this scenario (repeatable; default: all)")
+    ap.add_argument("names", nargs="*", metavar="SCENARIO", help="run only these scenarios (as --scenario)")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     ap.add_argument("--clients", type=int, default=8, help="load clients, spread over the nodes")
     ap.add_argument("--seconds", type=float, default=1.5, help="length of one step of load")
@@ -1564,7 +2037,7 @@ def main():
         for name, fn in SCENARIOS.items():
             print(f"{name:14} {fn.__doc__}")
         return 0
-    names = args.scenario or list(SCENARIOS)
+    names = (args.scenario or []) + args.names or list(SCENARIOS)
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {', '.join(unknown)}; see --list")

@@ -19,7 +19,7 @@ use ngx::core::Status;
 use ngx::ngx_log_error;
 
 use crate::conf::{ZoneConf, ZoneMemory};
-use crate::core::table::{self, KeySlot, LayoutError, ZoneHeader};
+use crate::core::table::{self, KeySlot, LayoutError, RemoteState, ZoneHeader, ZoneLock};
 
 fn error() -> ngx_int_t {
     Status::NGX_ERROR.into()
@@ -247,6 +247,15 @@ pub fn carry_over(zone: &mut ZoneConf, log: *mut ngx_log_t) {
     let (default, keys) = old.close_and_drain(&old_memory);
     let dropped = new.absorb(&default, &keys, memory);
     new.set_instance(old.instance());
+    // The authority's view goes along: a resized Redis zone still fences a
+    // run that missed writes it saw before the reload.
+    let view = RemoteState::default();
+    old_memory.lock();
+    view.adopt_view(&old.header().remote);
+    old_memory.unlock();
+    memory.lock();
+    new.header().remote.adopt_view(&view);
+    memory.unlock();
     let carried = keys.len() + 1 - dropped;
     ngx_log_error!(
         NGX_LOG_NOTICE,

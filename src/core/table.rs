@@ -35,7 +35,7 @@ const KEY_WORDS: usize = KEY_MAX / 8;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXTICKT");
 /// Bump when the shared layout changes: a reload must not reuse a zone laid
 /// out by another build.
-const LAYOUT_VERSION: u64 = 4;
+const LAYOUT_VERSION: u64 = 5;
 
 /// Keys may fill at most this share of the table (in 1/256ths): past it,
 /// linear probing chains grow long.
@@ -146,6 +146,9 @@ pub struct RemoteState {
     /// The Redis run id this zone last saw, and the zone's epoch there.
     pub run_id: ByteSlot,
     pub epoch: ByteSlot,
+    /// The highest fence epoch this zone saw in Redis (0: none): a run
+    /// whose metadata has not moved past it missed writes seen elsewhere.
+    pub fence_epoch: AtomicU64,
     /// Batches sent, tickets they carried, failures.
     pub batches: AtomicU64,
     pub tickets: AtomicU64,
@@ -155,6 +158,18 @@ pub struct RemoteState {
     pub repairs: AtomicU64,
     /// Per worker number: `pid << 1 | connected`.
     pub links: [AtomicU64; MAX_LINK_SLOTS],
+}
+
+impl RemoteState {
+    /// Takes over what `old` knew of the authority (a resized zone): the run
+    /// it served from, the zone's epoch there, the highest fence epoch seen.
+    /// Each side is read or written under its own zone's lock.
+    pub fn adopt_view(&self, old: &RemoteState) {
+        self.run_id.set(&old.run_id.get());
+        self.epoch.set(&old.epoch.get());
+        self.fence_epoch
+            .fetch_max(old.fence_epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
 }
 
 /// One room of the key table.
@@ -749,6 +764,26 @@ pub mod tests {
         assert!(alignment() <= 8);
         let zone = HeapZone::new(bytes);
         assert_eq!(zone.zone().capacity(), capacity_for(bytes));
+    }
+
+    #[test]
+    fn a_resized_zone_keeps_its_view_of_the_authority() {
+        let (old, new) = (RemoteState::default(), RemoteState::default());
+        old.run_id.set(b"8d0f6d8b3e2f0a1c9b7e6d5c4b3a29180f7e6d5c");
+        old.epoch.set(b"e0e0");
+        old.fence_epoch.store(3, Ordering::Relaxed);
+        new.fence_epoch.store(1, Ordering::Relaxed);
+        new.adopt_view(&old);
+        assert_eq!(
+            new.run_id.get(),
+            b"8d0f6d8b3e2f0a1c9b7e6d5c4b3a29180f7e6d5c"
+        );
+        assert_eq!(new.epoch.get(), b"e0e0");
+        assert_eq!(new.fence_epoch.load(Ordering::Relaxed), 3);
+        // never lower than what the new zone saw itself
+        old.fence_epoch.store(2, Ordering::Relaxed);
+        new.adopt_view(&old);
+        assert_eq!(new.fence_epoch.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -176,6 +176,9 @@ struct Registry {
     epoch_seed: u64,
     /// Warned that a Redis writes no append-only file.
     warned: HashSet<usize>,
+    /// Links a reply showed unusable (a replica, a lost script): failed once
+    /// the replies at hand are handled, then reconnected.
+    troubled: Vec<(usize, String)>,
 }
 
 static mut REGISTRY: *mut Registry = ptr::null_mut();
@@ -400,6 +403,14 @@ fn dispatch(link: usize, events: Vec<Event>) {
         }
     }
     if let Some(reg) = registry() {
+        let troubled: Vec<(usize, String)> = reg.troubled.drain(..).collect();
+        for (bad, why) in troubled {
+            if let Some(l) = reg.links.get_mut(bad) {
+                if let Event::Failed { lost, why } = l.fail(why) {
+                    on_failed(reg, bad, lost, why, &mut wakes, &mut lease_zones);
+                }
+            }
+        }
         if let Some(l) = reg.links.get_mut(link) {
             if let Err(why) = l.flush() {
                 let event = l.fail(why);
@@ -470,6 +481,11 @@ fn on_ready(reg: &mut Registry, link: usize, info: Box<ServerInfo>, leases: &mut
             continue;
         };
         let known = shared.header().remote.run_id.get();
+        let known_fence = shared
+            .header()
+            .remote
+            .fence_epoch
+            .load(core::sync::atomic::Ordering::Relaxed);
         let id = reg.id();
         let epoch = reg.epoch_candidate();
         let Some(l) = reg.links.get_mut(link) else {
@@ -479,6 +495,7 @@ fn on_ready(reg: &mut Registry, link: usize, info: Box<ServerInfo>, leases: &mut
             run_id: run_id.as_bytes(),
             known_run: (!known.is_empty()).then_some(known.as_slice()),
             epoch_candidate: &epoch,
+            known_fence,
         };
         if scripts::encode_fence(l.buffer(), &shas.fence, redis.keys.zone_meta(), &args).is_ok() {
             l.expect(id);
@@ -964,6 +981,9 @@ fn on_fence(reg: &mut Registry, link: usize, zone: usize, value: Value, log: *mu
         let remote = &shared.header().remote;
         lock.lock();
         remote.run_id.set(run_id.as_bytes());
+        remote
+            .fence_epoch
+            .fetch_max(reply.fence_epoch, core::sync::atomic::Ordering::Relaxed);
         lock.unlock();
         if reply.fenced {
             remote
@@ -1005,11 +1025,11 @@ fn reply_trouble(
         }
         ReplyError::Script(_) => false,
     };
-    if reconnect {
-        if let Some(l) = reg.links.get_mut(link) {
-            // the link's failure is reported by its next read (closed)
-            l.close();
-        }
+    if reconnect && !reg.troubled.iter().any(|(bad, _)| *bad == link) {
+        // Failed (requests in flight answered 503, a reconnect armed) once
+        // the replies already read are handled: they are real answers.
+        reg.troubled
+            .push((link, format!("it refused a command: {err}")));
     }
 }
 

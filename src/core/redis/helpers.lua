@@ -103,6 +103,33 @@ local function dec_add_capped(a, b)
   return sum
 end
 
+-- Fence epochs a counter last fenced at `applied` missed (a counter skips
+-- `fence` numbers for each: a run that missed another run's writes may have
+-- started from the same stale count). Capped: each skip is one addition.
+local MAX_FENCE_SKIPS = 1000
+
+local function fence_epochs_missed(applied, zone_fence)
+  local order = dec_cmp(applied, zone_fence)
+  if order == 0 then
+    return 0
+  elseif order > 0 then
+    -- fenced in a zone metadata that was lost since: skip once
+    return 1
+  end
+  if #zone_fence > 15 then
+    return MAX_FENCE_SKIPS
+  end
+  return math.min(tonumber(zone_fence) - tonumber(applied), MAX_FENCE_SKIPS)
+end
+
+-- count + fence * times, never past 2^63-1.
+local function dec_add_times(count, fence, times)
+  for _ = 1, times do
+    count = dec_add_capped(count, fence)
+  end
+  return count
+end
+
 local function count_arg(i, name)
   local s = ARGV[i]
   if not is_count(s) then

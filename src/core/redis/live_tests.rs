@@ -220,10 +220,22 @@ fn fence(
     run_id: &str,
     known_run: Option<&str>,
 ) -> FenceReply {
+    fence_known(client, info, run_id, known_run, 0)
+}
+
+/// `fence` from a node that saw fence epoch `known_fence`.
+fn fence_known(
+    client: &mut Client,
+    info: &ServerInfo,
+    run_id: &str,
+    known_run: Option<&str>,
+    known_fence: u64,
+) -> FenceReply {
     let args = FenceArgs {
         run_id: run_id.as_bytes(),
         known_run: known_run.map(str::as_bytes),
         epoch_candidate: EPOCH,
+        known_fence,
     };
     encode_fence(
         &mut client.out,
@@ -499,7 +511,7 @@ fn the_ceiling() {
 }
 
 #[test]
-fn fence_once_per_restart() {
+fn fence_skips_once_per_missed_restart() {
     let Some((_server, mut client, info)) = setup() else {
         return;
     };
@@ -519,17 +531,18 @@ fn fence_once_per_restart() {
     let other_node = fence(&mut client, &info, "run2", Some(&info.run_id));
     assert_eq!((other_node.fence_epoch, other_node.fenced), (1, false));
     fence(&mut client, &info, "run3", None);
-    // Two fence epochs passed, one bump.
+    // Two fence epochs passed: a skip for each (either run may have served
+    // the counter from the same stale count), in one take.
     let reply = take_with(&mut client, &info, &keys, &args(&limit), &[1]).unwrap();
     assert!(reply.fenced && !reply.repaired);
-    assert_eq!(reply.issued_before, 3 + FENCE);
+    assert_eq!(reply.issued_before, 3 + 2 * FENCE);
     assert_eq!(
         reply.outcomes(&limit, [1]).unwrap(),
-        [tickets(4 + FENCE, 1)]
+        [tickets(4 + 2 * FENCE, 1)]
     );
     let reply = take_with(&mut client, &info, &keys, &args(&limit), &[1]).unwrap();
     assert!(!reply.fenced);
-    assert_eq!(reply.issued_before, 4 + FENCE);
+    assert_eq!(reply.issued_before, 4 + 2 * FENCE);
     // A counter born after the fence is not fenced.
     let fresh = take_with(&mut client, &info, &keyed("fresh"), &args(&limit), &[1]).unwrap();
     assert!(!fresh.fenced);
@@ -550,6 +563,72 @@ fn fence_by_known_run_after_the_metadata_was_lost() {
     // Metadata gone but the same run: nothing to fence (repair covers it).
     let reply = fence(&mut client, &info, "run2", Some("run2"));
     assert_eq!((reply.fence_epoch, reply.fenced), (0, false));
+}
+
+#[test]
+fn fence_on_failback_to_a_stale_former_master() {
+    let Some((_server, mut client, info)) = setup() else {
+        return;
+    };
+    let limit = TakeLimit::new(1, None);
+    let keys = keyed("k");
+    // On master M (this server): first sight, then tickets.
+    fence(&mut client, &info, &info.run_id, None);
+    take(&mut client, &info, &keys, &limit, &[3]);
+    // The nodes failed over to R, fenced there (fence epoch 1) and served;
+    // M, demoted and cut off, never saw it: its metadata still names M at
+    // fence epoch 0. Back on M, a node that saw R's fence epoch fences.
+    let back = fence_known(&mut client, &info, &info.run_id, Some("runR"), 1);
+    assert_eq!((back.fence_epoch, back.fenced), (2, true));
+    // Once: another node back from R finds the fence past what it saw.
+    let other = fence_known(&mut client, &info, &info.run_id, Some("runR"), 1);
+    assert_eq!((other.fence_epoch, other.fenced), (2, false));
+    // A node that stayed on M fences nothing either.
+    let stayed = fence_known(&mut client, &info, &info.run_id, Some(&info.run_id), 0);
+    assert_eq!((stayed.fence_epoch, stayed.fenced), (2, false));
+    // The counter skips R's run and the failback's: R served it from the
+    // same count M still holds, fenced once there.
+    let reply = take_with(&mut client, &info, &keys, &args(&limit), &[1]).unwrap();
+    assert!(reply.fenced);
+    assert_eq!(reply.issued_before, 3 + 2 * FENCE);
+    // A bad known fence is refused before anything is written.
+    let args = FenceArgs {
+        run_id: b"runX",
+        known_run: None,
+        epoch_candidate: EPOCH,
+        known_fence: MAX_COUNT,
+    };
+    encode_fence(
+        &mut client.out,
+        &info.scripts.fence,
+        zone().zone_meta(),
+        &args,
+    )
+    .unwrap();
+    client.flush();
+    assert!(FenceReply::parse(client.read_value()).is_err());
+    let still = fence_known(&mut client, &info, &info.run_id, None, 0);
+    assert_eq!((still.fence_epoch, still.fenced), (2, false));
+}
+
+#[test]
+fn fence_applied_past_the_zone_fence_skips_once() {
+    let Some((_server, mut client, info)) = setup() else {
+        return;
+    };
+    let limit = TakeLimit::new(1, None);
+    let keys = keyed("k");
+    fence(&mut client, &info, &info.run_id, None);
+    take(&mut client, &info, &keys, &limit, &[3]);
+    // The counter was fenced at epoch 5 of zone metadata lost since (the
+    // zone hash deleted by hand): once, then settled at the zone's epoch.
+    client.call(&[b"HSET", &keys.counter_meta, b"f", b"5"]);
+    let reply = take_with(&mut client, &info, &keys, &args(&limit), &[1]).unwrap();
+    assert!(reply.fenced);
+    assert_eq!(reply.issued_before, 3 + FENCE);
+    let reply = take_with(&mut client, &info, &keys, &args(&limit), &[1]).unwrap();
+    assert!(!reply.fenced);
+    assert_eq!(reply.issued_before, 4 + FENCE);
 }
 
 #[test]

@@ -453,6 +453,8 @@ pub struct FenceArgs<'a> {
     /// The `run_id` this node last saw for the zone.
     pub known_run: Option<&'a [u8]>,
     pub epoch_candidate: &'a [u8],
+    /// The highest fence epoch this node saw for the zone (0: none).
+    pub known_fence: u64,
 }
 
 /// Appends the `EVALSHA` of `fence` for the zone whose metadata hash is
@@ -467,11 +469,13 @@ pub fn encode_fence(
     if args.run_id.is_empty() || args.run_id.len() > MAX_RUN_ID_LEN {
         return Err(ArgError::BadRunId);
     }
+    check_count(args.known_fence, "known fence")?;
     let mut command = evalsha(out, sha, &[zone_meta]);
     command
         .arg(args.run_id)
         .arg(args.known_run.unwrap_or(b""))
-        .arg(candidate);
+        .arg(candidate)
+        .arg_u64(args.known_fence);
     command.finish();
     Ok(())
 }
@@ -974,9 +978,10 @@ mod tests {
             run_id: b"r1",
             known_run: None,
             epoch_candidate: b"abc",
+            known_fence: 7,
         };
         encode_fence(&mut out, &sha(), b"ticket:z;", &args).unwrap();
-        assert_eq!(args_of(&out)[2..], ["1", "ticket:z;", "r1", "", "abc"]);
+        assert_eq!(args_of(&out)[2..], ["1", "ticket:z;", "r1", "", "abc", "7"]);
         let mut out = Vec::new();
         let bad = FenceArgs {
             run_id: b"",

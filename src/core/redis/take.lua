@@ -76,24 +76,31 @@ if not gen then
   applied = zone_fence
 end
 
--- Never lower than what this node handed out: the counter went back when the
--- zone metadata was lost (new epoch) or within the same life (same gen).
 local repaired, fenced = 0, 0
-if floor ~= '0' and ((known_epoch ~= '' and known_epoch ~= epoch) or gen == known_gen)
-    and dec_cmp(count, floor) < 0 then
-  count = dec_add_capped(floor, fence)
-  redis.call('SET', counter, count)
-  applied = zone_fence
-  repaired = 1
-elseif dec_cmp(applied, zone_fence) < 0 then
-  -- Redis restarted since this counter was last used: it may have lost
-  -- writes, so skip ahead once, however many restarts there were.
+local raised = false
+-- Redis restarted or failed over since this counter was last used: it may
+-- have lost writes, so skip ahead, once for each fence epoch missed (a
+-- restart while nobody used the counter costs one more gap; a failback to a
+-- stale former master needs the skip of the run it missed too).
+local missed = fence_epochs_missed(applied, zone_fence)
+if missed > 0 then
   if fence ~= '0' then
-    count = dec_add_capped(count, fence)
-    redis.call('SET', counter, count)
+    count = dec_add_times(count, fence, missed)
+    raised = true
   end
   applied = zone_fence
   fenced = 1
+end
+-- Never lower than what this node handed out: the counter went back when the
+-- zone metadata was lost (new epoch) or within the same life (same gen).
+if floor ~= '0' and ((known_epoch ~= '' and known_epoch ~= epoch) or gen == known_gen)
+    and dec_cmp(count, floor) < 0 then
+  count = dec_add_capped(floor, fence)
+  raised = true
+  repaired = 1
+end
+if raised then
+  redis.call('SET', counter, count)
 end
 
 local left = remaining(count, limit)
