@@ -39,7 +39,7 @@ end
 -- A canonical non-negative decimal no larger than 2^63-1 (stored values are
 -- checked: an operator's typo is an error, never read as 0).
 local function is_count(s)
-  if s == '0' then
+  if s == '0' or s == MAX_COUNT then
     return true
   end
   if type(s) ~= 'string' or #s > 19 or not string.find(s, '^[1-9]%d*$') then
@@ -109,6 +109,9 @@ end
 local MAX_FENCE_SKIPS = 1000
 
 local function fence_epochs_missed(applied, zone_fence)
+  if applied == zone_fence then
+    return 0
+  end
   local order = dec_cmp(applied, zone_fence)
   if order == 0 then
     return 0
@@ -161,14 +164,19 @@ local function new_generation(zone_meta)
   return redis.call('HGET', zone_meta, 'gen')
 end
 
--- The zone metadata, checked before anything is written.
-local function read_zone_meta(zone_meta)
-  local m = redis.call('HMGET', zone_meta, 'epoch', 'fence', 'gen')
-  local gen = stored_count(m[3], 'the zone generation')
+-- The zone metadata's epoch, fence and generation fields, checked before
+-- anything is written: the epoch and the fence epoch.
+local function check_zone_meta(epoch, fence, gen)
+  gen = stored_count(gen, 'the zone generation')
   if gen and gen == MAX_COUNT then
     fail('the zone generation is at its ceiling')
   end
-  return m[1], stored_count(m[2], 'the zone fence') or '0'
+  return epoch, stored_count(fence, 'the zone fence') or '0'
+end
+
+local function read_zone_meta(zone_meta)
+  local m = redis.call('HMGET', zone_meta, 'epoch', 'fence', 'gen')
+  return check_zone_meta(m[1], m[2], m[3])
 end
 
 -- Keys of a counter with `idle=` expire with it (the zone's metadata, which

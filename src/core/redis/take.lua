@@ -47,27 +47,41 @@ end
 if partial ~= '0' and partial ~= '1' then
   fail('partial must be 0 or 1')
 end
-if #ARGV - 9 > MAX_REQUESTS then
+local requests = #ARGV - 9
+if requests > MAX_REQUESTS then
   fail('too many requests in one batch')
-end
--- One count per request: a batch may carry hundreds, so each is checked
--- with one number conversion.
-local counts = {}
-for i = 10, #ARGV do
-  local n = tonumber(ARGV[i])
-  if not n or n < 1 or n > MAX_REQUEST or n % 1 ~= 0 then
-    fail('a request count must be 1 to ' .. MAX_REQUEST)
-  end
-  counts[#counts + 1] = n
 end
 
 -- Read and check everything before the first write: a script is not rolled
--- back when it fails half-way.
-local epoch, zone_fence = read_zone_meta(zone_meta)
-local meta = redis.call('HMGET', counter_meta, 'g', 'f', 'u')
+-- back when it fails half-way. The default counter's metadata is the zone's
+-- own hash: one read.
+local epoch, zone_fence, meta
+if counter_meta == zone_meta then
+  local m = redis.call('HMGET', zone_meta, 'epoch', 'fence', 'gen', 'g', 'f', 'u')
+  epoch, zone_fence = check_zone_meta(m[1], m[2], m[3])
+  meta = {m[4], m[5], m[6]}
+else
+  epoch, zone_fence = read_zone_meta(zone_meta)
+  meta = redis.call('HMGET', counter_meta, 'g', 'f', 'u')
+end
 local gen = stored_count(meta[1], 'the counter generation')
 local applied = stored_count(meta[2], 'the counter fence') or '0'
 local count = stored_count(redis.call('GET', counter), 'the counter') or '0'
+
+-- One count per request: a batch may carry hundreds, and most ask for one
+-- ticket, which needs no number conversion.
+local counts = {}
+for i = 1, requests do
+  local asked = ARGV[9 + i]
+  local n = 1
+  if asked ~= '1' then
+    n = tonumber(asked)
+    if not n or n < 1 or n > MAX_REQUEST or n % 1 ~= 0 then
+      fail('a request count must be 1 to ' .. MAX_REQUEST)
+    end
+  end
+  counts[i] = n
+end
 
 epoch = ensure_epoch(zone_meta, epoch, candidate)
 if not gen then
