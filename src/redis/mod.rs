@@ -241,20 +241,30 @@ fn local_counter<'z>(shared: &SharedZone<'z>, key: Option<&[u8]>) -> Option<(&'z
     }
 }
 
-/// A worker starts: one link per Redis URL, connecting now.
+/// A worker starts: one link per Redis URL, connecting now. Zones with
+/// `redis_replicas=` have links of their own (one per value): Redis's WAIT
+/// blocks its connection, which must not hold up zones that never asked.
 pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
     if main.zones().all(|z| z.redis.is_none()) {
         return;
     }
     let mut reg = Box::<Registry>::default();
     reg.epoch_seed = crate::process::random_u64s()[0];
+    // each link's `redis_replicas=`
+    let mut link_replicas = Vec::new();
     for zone in main.zones() {
         let Some(redis) = redis_of(zone) else {
             continue;
         };
-        let link = match reg.links.iter().position(|l| l.url == redis.args.url) {
+        let same = reg
+            .links
+            .iter()
+            .zip(&link_replicas)
+            .position(|(l, &replicas)| l.url == redis.args.url && replicas == redis.args.replicas);
+        let link = match same {
             Some(link) => link,
             None => {
+                link_replicas.push(redis.args.replicas);
                 let id = reg.links.len();
                 let link = Link::new(
                     redis.args.url.clone(),
