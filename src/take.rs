@@ -199,12 +199,7 @@ pub fn take(
             }
             Take::SoldOut => return Outcome::Refused(Refusal::SoldOut),
             Take::Exhausted => {
-                ngx_log_error!(
-                    level,
-                    log,
-                    "ticket counter in zone \"{}\" ran out of numbers",
-                    zone.name
-                );
+                log_out_of_numbers(zone, log, level);
                 return Outcome::Refused(Refusal::SoldOut);
             }
             Take::Unreserved => {
@@ -252,25 +247,53 @@ pub fn adopt_remote_key(zone: &ZoneConf, key: &[u8], start: u64) -> Result<(), R
 }
 
 /// When each zone last logged that it is full, in this worker.
-static mut FULL_LOGGED: Vec<(usize, u64)> = Vec::new();
+/// What a client can make a worker log on every request, and when each
+/// zone last logged it: see [`once_a_second`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    ZoneFull,
+    OutOfNumbers,
+}
+
+static mut LOGGED: Vec<(usize, Notice, u64)> = Vec::new();
 
 /// At exit_process: nothing allocated may stay.
 pub fn stop_worker() {
     // SAFETY: per-process, on the event-loop thread.
-    unsafe { *core::ptr::addr_of_mut!(FULL_LOGGED) = Vec::new() };
+    unsafe { *core::ptr::addr_of_mut!(LOGGED) = Vec::new() };
 }
 
-/// One line per second per zone in each worker, however many requests a
-/// full zone refuses: a client must not be able to fill the disk.
-fn log_zone_full(zone: &ZoneConf, capacity: u64, log: *mut ngx_log_t, level: ngx_uint_t) {
+/// Whether `notice` of `zone` may be logged now: once a second per zone in
+/// each worker, however many requests meet it (a client must not be able to
+/// fill the disk).
+fn once_a_second(zone: &ZoneConf, notice: Notice) -> bool {
     let now = crate::process::unix_msec() / 1000;
     let id = core::ptr::from_ref(zone) as usize;
     // SAFETY: per-process, touched only on the worker's event-loop thread.
-    let last = unsafe { &mut *core::ptr::addr_of_mut!(FULL_LOGGED) };
-    match last.iter_mut().find(|(z, _)| *z == id) {
-        Some((_, at)) if *at == now => return,
-        Some((_, at)) => *at = now,
-        None => last.push((id, now)),
+    let last = unsafe { &mut *core::ptr::addr_of_mut!(LOGGED) };
+    match last.iter_mut().find(|(z, n, _)| *z == id && *n == notice) {
+        Some((_, _, at)) if *at == now => return false,
+        Some((_, _, at)) => *at = now,
+        None => last.push((id, notice, now)),
+    }
+    true
+}
+
+/// A counter at 2^63-1 (or its start's ceiling) refused a request.
+pub fn log_out_of_numbers(zone: &ZoneConf, log: *mut ngx_log_t, level: ngx_uint_t) {
+    if once_a_second(zone, Notice::OutOfNumbers) {
+        ngx_log_error!(
+            level,
+            log,
+            "ticket counter in zone \"{}\" ran out of numbers",
+            zone.name
+        );
+    }
+}
+
+fn log_zone_full(zone: &ZoneConf, capacity: u64, log: *mut ngx_log_t, level: ngx_uint_t) {
+    if !once_a_second(zone, Notice::ZoneFull) {
+        return;
     }
     ngx_log_error!(
         level,

@@ -441,3 +441,31 @@ for my $level (qw(warn notice info)) {
         or Test::More::diag(@lines);
 }
 Test::More::is(scalar(grep { /\[error\]/ } @lines), 0, "TEST 18 - none at [error]") or Test::More::diag(@lines);
+
+
+
+=== TEST 19: a counter at the end of its numbers answers 410 and logs it at most once a second per worker
+--- http_config
+    ticket_zone x19:1m;
+--- config
+    location = /t { ticket_counter zone=x19 start=18446744073709551614; }
+--- pipelined_requests eval
+[("GET /t") x 40]
+--- error_code eval
+[200, 200, (410) x 38]
+--- response_body eval
+["18446744073709551614\n", "18446744073709551615\n", ("sold out\n") x 38]
+--- error_log eval
+qr/\[error\] .*ticket counter in zone "x19" ran out of numbers/
+--- steps
+sleep 1.1
+GET /t => 410 "sold out\n"
+--- check
+my $log = "$ENV{TEST_NGINX_SERVER_ROOT}/logs/error.log";
+open my $in, '<', $log or die "$log: $!";
+my @lines = grep { /ticket counter in zone "x19" ran out of numbers/ } <$in>;
+close $in;
+my %seen;
+my @twice = grep { /^(\S+ \S+) \[\w+\] (\d+)#/ && $seen{"$1 $2"}++ } @lines;
+Test::More::ok(@lines >= 2 && @lines < 39, "TEST 19 - a few lines for 39 refusals: " . scalar @lines);
+Test::More::is(scalar @twice, 0, "TEST 19 - never two in one second from one worker") or Test::More::diag(@lines);

@@ -315,12 +315,9 @@ unsafe fn resume_authority(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wa
         }
         Some(Answer::SoldOut) => refuse(r, Refusal::SoldOut),
         Some(Answer::Exhausted) => {
-            ngx_log_error!(
-                asking.request.level,
-                log(r),
-                "ticket counter in zone \"{}\" ran out of numbers",
-                conf.zone().map_or("", |z| z.name.as_str())
-            );
+            if let Some(zone) = conf.zone() {
+                crate::take::log_out_of_numbers(zone, log(r), asking.request.level);
+            }
             refuse(r, Refusal::SoldOut)
         }
         _ => refuse(r, Refusal::Unavailable),
