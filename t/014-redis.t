@@ -344,3 +344,19 @@ ticket zone "rd20": only 1 of 2 redis replicas acknowledged a batch: its tickets
 --- no_error_log
 is unavailable
 --- timeout: 10
+
+
+
+=== TEST 21: a replica is no authority: 503, and the log says why
+--- http_config
+    ticket_zone rd21:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_REPLICA_PORT redis_timeout=1s;
+--- config
+    location = /t { ticket_counter zone=rd21; }
+--- request
+GET /t
+--- error_code: 503
+--- response_body
+ticket authority unavailable
+--- error_log eval
+qr/ticket: redis redis:\/\/127\.0\.0\.1:\d+\/0 is unavailable: redis is not a master \(role:slave\); ticket zones need the master/
+--- timeout: 10

@@ -82,8 +82,12 @@ pub struct Link {
     expects: VecDeque<Expect>,
     retry: Box<Timer>,
     backoff: ngx_msec_t,
-    /// Failures since the link was last ready (logged on the first only).
+    /// Failures since the link was last ready.
     pub failures: u32,
+    /// Why the link was last said to be unavailable: a failure is logged
+    /// when the link goes down, and again only when the reason changes (a
+    /// restart that comes back as a replica), not on every retry.
+    pub logged_why: String,
     /// Who this link is to its owner: handed back by the event handlers.
     pub id: usize,
 }
@@ -169,6 +173,7 @@ impl Link {
             retry,
             backoff: RETRY_FIRST_MSEC,
             failures: 0,
+            logged_why: String::new(),
             id,
         });
         let this: *mut Link = &mut *link;

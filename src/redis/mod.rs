@@ -469,6 +469,7 @@ fn on_ready(reg: &mut Registry, link: usize, info: Box<ServerInfo>, leases: &mut
         );
     }
     l.failures = 0;
+    l.logged_why.clear();
     if info.appendonly == Appendonly::No && reg.warned.insert(link) {
         ngx_log_error!(
             NGX_LOG_WARN,
@@ -538,7 +539,7 @@ fn on_failed(
     leases: &mut Vec<usize>,
 ) {
     if let Some(l) = reg.links.get_mut(link) {
-        if l.failures == 1 {
+        if l.failures == 1 || l.logged_why != why {
             let log = l.log();
             ngx_log_error!(
                 NGX_LOG_ERR,
@@ -546,6 +547,7 @@ fn on_failed(
                 "ticket: redis {} is unavailable: {why}",
                 l.url.redacted()
             );
+            l.logged_why.clone_from(&why);
         }
     }
     if let Some(server) = reg.servers.get_mut(link) {
