@@ -1442,8 +1442,8 @@ def failover(run, args, check):
     check.note("status after: " + "; ".join(
         f"{k}: " + ", ".join(f"{z} fences {v[z]['redis']['fences']} repairs {v[z]['redis']['repairs']} "
                              f"errors {v[z]['redis']['errors']}" for z in FAILOVER_ZONES) for k, v in st.items()))
-    check.note(f"log lines 'was below the last ticket' (repairs): "
-               f"{sum(error_lines(n, 'was below the last ticket') for n in nodes)}; "
+    check.note(f"log lines 'was below the numbers' (repairs): "
+               f"{sum(error_lines(n, 'was below the numbers') for n in nodes)}; "
                f"sent to the replica before its promotion: {asked}")
     check.stats.update(requests=len(records), tickets=sum(r.last - r.first + 1 for r in ok),
                        statuses=count_statuses(records), order_violations=violations,

@@ -286,7 +286,7 @@ GET /k?k=a => 200 "104\n"
 GET /k?k=a => 200 "105\n"
 --- error_log eval
 [qr/ticket zone "rd17": redis lost the zone's data \(a new epoch\)/,
- qr/ticket zone "rd17": redis counter "a" was below the last ticket this nginx handed out \(redis lost data\): raised past it by 100/]
+ qr/ticket zone "rd17": redis counter "a" was below the numbers this nginx already took from it \(redis lost data\): raised past them by 100/]
 
 
 

@@ -1078,8 +1078,8 @@ fn on_take(
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
-                    "ticket zone \"{}\": redis counter \"{}\" was below the last ticket this \
-                     nginx handed out (redis lost data): raised past it by {}",
+                    "ticket zone \"{}\": redis counter \"{}\" was below the numbers this \
+                     nginx already took from it (redis lost data): raised past them by {}",
                     zone.name,
                     crate::core::status::display_key(key.key.as_deref().unwrap_or(b"")),
                     redis_of(zone).map_or(0, |r| r.args.fence)
