@@ -5,7 +5,7 @@
 
 use core::fmt::Write;
 
-use crate::core::counter::CounterView;
+use crate::core::counter::{CounterView, MAX_COUNT};
 use crate::core::status::{display_key, json_opt, json_string};
 use crate::core::table::KEY_MAX;
 
@@ -142,6 +142,18 @@ pub fn target_count(next: u64, start: u64, max: Option<u64>) -> Result<u64, Prob
     Ok(next - start)
 }
 
+/// [`target_count`] for a counter kept in this nginx (local or durable
+/// zone), whose one life counts at most [`MAX_COUNT`] tickets: a move past
+/// that is refused here, before a durable zone would write a mark its
+/// state file cannot hold.
+pub fn local_target_count(next: u64, start: u64, max: Option<u64>) -> Result<u64, Problem> {
+    let target = target_count(next, start, max)?;
+    if target > MAX_COUNT {
+        return Err(bad("next is past the end of the number range"));
+    }
+    Ok(target)
+}
+
 /// `{"key":…,"start":…,"issued":…,"last":…,"next":…,"max":…,"used":…}`,
 /// plus `"retired":true` for a counter just retired.
 pub fn render(key: Option<&[u8]>, view: &CounterView, retired: bool) -> String {
@@ -270,6 +282,26 @@ mod tests {
                 "{method:?} {key:?}"
             );
         }
+    }
+
+    #[test]
+    fn local_targets_end_with_the_count_range() {
+        // next 2^56 takes the count to MAX_COUNT: the counter is used up
+        assert_eq!(local_target_count(1 << 56, 1, None), Ok(MAX_COUNT));
+        let past = local_target_count((1 << 56) + 1, 1, None).unwrap_err();
+        assert_eq!(past.status, 400);
+        assert_eq!(past.message, "next is past the end of the number range");
+        assert_eq!(
+            local_target_count(u64::MAX, 1, None).unwrap_err().status,
+            400
+        );
+        assert_eq!(local_target_count(u64::MAX, u64::MAX - 5, None), Ok(5));
+        // the other limits come first
+        assert_eq!(
+            local_target_count(12, 1, Some(10)).unwrap_err().message,
+            "next is above the counter's max"
+        );
+        assert_eq!(target_count(u64::MAX, 1, None), Ok(u64::MAX - 1));
     }
 
     #[test]

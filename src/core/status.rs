@@ -5,9 +5,10 @@
 //! for the next one. Reading counters takes no ticket.
 //!
 //! Keys are bytes. On the page they are written one-to-one: valid UTF-8 as
-//! is, a backslash as `\\`, every byte of invalid UTF-8 as `\xNN`; then JSON
-//! or Prometheus escaping applies on top. Two different keys never look the
-//! same (they would be one Prometheus series, and the scrape would fail).
+//! is, a backslash as `\\`, every ASCII control character and every byte
+//! of invalid UTF-8 as `\xNN`; then JSON or Prometheus escaping applies on
+//! top. Two different keys never look the same (they would be one
+//! Prometheus series, and the scrape would fail).
 
 use core::fmt::Write;
 
@@ -75,6 +76,9 @@ pub fn display_key(key: &[u8]) -> String {
         for c in chunk.valid().chars() {
             if c == '\\' {
                 out.push_str("\\\\");
+            } else if c.is_ascii_control() {
+                // a raw CR or NUL breaks line-based readers of the pages
+                let _ = write!(out, "\\x{:02x}", c as u32);
             } else {
                 out.push(c);
             }
@@ -621,13 +625,21 @@ mod tests {
         assert_eq!(display_key(b"\xfe"), "\\xfe");
         // a literal "\xff" and the byte 0xff differ
         assert_ne!(display_key(b"\\xff"), display_key(b"\xff"));
-        let keys: [&[u8]; 6] = [
+        // control characters as bytes: no CR, LF, NUL or DEL on a page
+        assert_eq!(
+            display_key(b"a\r\nb\x00\t\x7f"),
+            "a\\x0d\\x0ab\\x00\\x09\\x7f"
+        );
+        let keys: [&[u8]; 9] = [
             b"\xff",
             b"\xfe",
             b"\\xff",
             b"\\\\xff",
             b"x\xc3",
             b"x\xc3\xa9",
+            b"\r",
+            b"\\x0d",
+            b"\\\r",
         ];
         let shown: std::collections::HashSet<String> =
             keys.iter().map(|k| display_key(k)).collect();

@@ -277,7 +277,7 @@ fn move_to(
     };
     let first = counter.first_ticket(start.unwrap_or(1));
     let view = counter.view();
-    let target = match admin::target_count(next, first, view.max) {
+    let target = match admin::local_target_count(next, first, view.max) {
         Ok(target) => target,
         Err(bad) => return problem(r, bad),
     };
