@@ -218,16 +218,7 @@ impl StateDir {
         bytes: &[u8],
         owner: Option<(u32, u32)>,
     ) -> Result<OpenFile> {
-        let tmp = self.temp_name()?;
-        let fd = retry(|| {
-            rustix::fs::openat(
-                &self.dir,
-                &tmp,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-        })
-        .map_err(|e| StateError::io(&self.dir_path.join(&tmp), "open()", e))?;
+        let (tmp, fd) = self.create_temp()?;
         let file = File::from(fd);
         let result = self.fill(&file, &tmp, bytes, owner);
         if result.is_err() {
@@ -248,6 +239,15 @@ impl StateDir {
     /// start would (a read-only or immutable directory, a filesystem such
     /// as /proc that creates no files), whatever the mode bits say.
     pub fn probe(&self, _lock: &DirLock) -> Result<()> {
+        let (tmp, fd) = self.create_temp()?;
+        drop(fd);
+        retry(|| rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty()))
+            .map_err(|e| StateError::io(&self.dir_path.join(&tmp), "unlink()", e))
+    }
+
+    /// A new temporary file of the directory (a name no other writer uses),
+    /// never following a link.
+    fn create_temp(&self) -> Result<(OsString, rustix::fd::OwnedFd)> {
         let tmp = self.temp_name()?;
         let fd = retry(|| {
             rustix::fs::openat(
@@ -258,9 +258,7 @@ impl StateDir {
             )
         })
         .map_err(|e| StateError::io(&self.dir_path.join(&tmp), "open()", e))?;
-        drop(fd);
-        retry(|| rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty()))
-            .map_err(|e| StateError::io(&self.dir_path.join(&tmp), "unlink()", e))
+        Ok((tmp, fd))
     }
 
     fn fill(
