@@ -420,6 +420,27 @@ impl Counter {
         }
     }
 
+    /// Ends the life `gen` only if nothing of it was used: no ticket taken,
+    /// no block covered or pending, nothing of it in a state file (an admin
+    /// request made it for a move that was then refused). Call under the
+    /// zone's lock, which every change of `reserved` and `pending` holds.
+    /// Returns the final view, or `None` if it was used or had ended.
+    pub fn retire_unused(&self, gen: Gen) -> Option<CounterView> {
+        let logged = self.flags.load(Ordering::Acquire) & FLAG_LOGGED != 0;
+        if logged || self.reserved.load(Ordering::Acquire) != 0 || self.pending().is_some() {
+            return None;
+        }
+        // Only from a count of 0: a taker that got in first keeps its life.
+        let next = word_of(gen.wrapping_add(1), MAX_COUNT);
+        self.word
+            .compare_exchange(word_of(gen, 0), next, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        let mut view = self.view();
+        view.gen = gen;
+        view.issued = 0;
+        Some(view)
+    }
+
     /// A covered block of counts `[lo, hi)` arrived (a state-file write or
     /// a lease). Call under the zone's lock.
     pub fn add_block(&self, lo: u64, hi: u64) -> Block {
@@ -767,6 +788,39 @@ mod tests {
         c.begin_life(255, 1, 0, 0);
         c.retire(255);
         assert_eq!(c.gen(), 0);
+    }
+
+    #[test]
+    fn only_an_unused_life_retires_as_unused() {
+        // untouched: retired, and stale takers are refused
+        let c = Counter::default();
+        c.begin_life(3, 1, 0, 0);
+        assert_eq!(c.retire_unused(3).map(|v| (v.gen, v.issued)), Some((3, 0)));
+        assert_eq!(c.take(3, &ask(1, 1, None)), Take::Stale);
+        assert_eq!(c.retire_unused(3), None);
+        // a ticket taken, a block covered or pending, a life in the state file
+        let c = Counter::default();
+        c.begin_life(3, 1, 0, 0);
+        c.take(3, &ask(1, 1, None));
+        assert_eq!(c.retire_unused(3), None);
+        let c = Counter::default();
+        c.begin_life(3, 1, 0, 0);
+        c.add_block(0, 10);
+        assert_eq!(c.retire_unused(3), None);
+        let c = Counter::default();
+        c.begin_life(3, 1, 0, 0);
+        assert_eq!(c.add_block(5, 10), Block::Pending);
+        assert_eq!(c.retire_unused(3), None);
+        let c = Counter::default();
+        c.begin_life(3, 1, 0, FLAG_LOGGED);
+        assert_eq!(c.retire_unused(3), None);
+        // a move that went through (count past 0), or another life
+        let c = Counter::default();
+        c.begin_life(3, 1, 0, 0);
+        c.advance_to(3, 5).unwrap();
+        assert_eq!(c.retire_unused(3), None);
+        assert_eq!(c.retire_unused(4), None);
+        assert_eq!(c.view().issued, 5);
     }
 
     #[test]

@@ -535,8 +535,29 @@ impl<'z> SharedZone<'z> {
         self.retire_slot(found)
     }
 
+    /// Retires `key`'s life `gen` only if nothing of it was used (see
+    /// [`Counter::retire_unused`]): as if it had never been made. Returns
+    /// whether it was.
+    pub fn retire_unused(&self, key: &[u8], gen: Gen, lock: &(impl ZoneLock + ?Sized)) -> bool {
+        let _held = Held::new(lock);
+        let Lookup::Found(found) = self.find(key) else {
+            return false;
+        };
+        if found.gen != gen || found.counter.retire_unused(gen).is_none() {
+            return false;
+        }
+        self.free_slot(found);
+        true
+    }
+
     fn retire_slot(&self, found: KeyRef<'z>) -> Option<CounterView> {
         let view = found.counter.retire(found.gen)?;
+        self.free_slot(found);
+        Some(view)
+    }
+
+    /// The room of a key whose counter was just retired becomes a tombstone.
+    fn free_slot(&self, found: KeyRef<'z>) {
         let slot = &self.slots[found.index];
         let state = slot.state.load(Ordering::Relaxed);
         slot.state.store(
@@ -546,7 +567,6 @@ impl<'z> SharedZone<'z> {
         self.header.used.fetch_sub(1, Ordering::Relaxed);
         self.header.tombstones.fetch_add(1, Ordering::Relaxed);
         self.clear_tombstones_before(found.index);
-        Some(view)
     }
 
     /// A tombstone followed by an empty slot ends no chain: it (and the
@@ -856,6 +876,27 @@ pub mod tests {
         assert_eq!(z.find_or_create(b"k3", 1, 0, l).err(), Some(KeyError::Full));
         z.retire(b"new", None, l);
         assert_eq!(take(create(&z, l, b"k3")), 1);
+    }
+
+    #[test]
+    fn an_unused_key_retires_as_if_never_made() {
+        let zone = HeapZone::new(32 * 1024);
+        let (z, l) = (zone.zone(), &zone.lock);
+        let before = z.used();
+        let made = create(&z, l, b"oops");
+        assert_eq!(z.used(), before + 1);
+        assert!(!z.retire_unused(b"oops", made.gen.wrapping_add(1), l));
+        assert!(z.retire_unused(b"oops", made.gen, l));
+        assert!(matches!(z.find(b"oops"), Lookup::Absent));
+        assert_eq!(z.used(), before);
+        assert!(!z.retire_unused(b"oops", made.gen, l));
+        // a key a taker used stays
+        let used = create(&z, l, b"used");
+        take(used);
+        assert!(!z.retire_unused(b"used", used.gen, l));
+        assert!(matches!(z.find(b"used"), Lookup::Found(_)));
+        // and the room is reused
+        assert_eq!(take(create(&z, l, b"oops")), 1);
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn ask_redis(
         Action::Retire => (AdminOp::Delete, local.start.unwrap_or(1)),
         Action::MoveTo { next, start } => {
             let first = local.start.or(start).unwrap_or(1);
-            match admin::target_count(next, first, local.max) {
+            match admin::target_count(next, first, local.max, admin::REDIS_CEILING) {
                 Ok(target) => (AdminOp::Set(target), first),
                 Err(bad) => return problem(r, bad),
             }
@@ -194,11 +194,16 @@ unsafe fn resume_redis(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) 
             problem(r, admin::NO_SUCH_COUNTER)
         }
         (Action::Retire, Some(Answer::Counter { .. })) => {
-            answer(r, 200, &admin::render(asking.key, &asking.local, true))
+            let shown = admin::render(asking.key, &asking.local, true, admin::REDIS_CEILING);
+            answer(r, 200, &shown)
         }
         (_, Some(Answer::Counter { issued, used, .. })) => {
             let shown = view(issued.unwrap_or(0), used);
-            answer(r, 200, &admin::render(asking.key, &shown, false))
+            answer(
+                r,
+                200,
+                &admin::render(asking.key, &shown, false, admin::REDIS_CEILING),
+            )
         }
         _ => problem(r, admin::UNAVAILABLE),
     }
@@ -231,25 +236,22 @@ fn is_idle(zone: &ZoneConf, view: &CounterView) -> bool {
     zone.is_idle(view.used, crate::process::unix_msec())
 }
 
+/// A counter of a local or durable zone, as its answer shows it.
+fn render(key: Option<&[u8]>, view: &CounterView, retired: bool) -> String {
+    admin::render(key, view, retired, admin::LOCAL_CEILING)
+}
+
 fn show(r: &mut ngx_http_request_t, zone: &ZoneConf, key: Option<&[u8]>) -> ngx_int_t {
     match find(zone, key) {
-        Ok((counter, _)) => answer(r, 200, &admin::render(key, &counter.view(), false)),
+        Ok((counter, _)) => answer(r, 200, &render(key, &counter.view(), false)),
         Err(bad) => problem(r, bad),
     }
 }
 
-/// The counter of `key`, made if new (first ticket `start`); an idle one
-/// is retired first and made afresh.
-fn find_or_make<'z>(
-    zone: &'z ZoneConf,
-    key: Option<&[u8]>,
-    start: u64,
-) -> Result<(&'z Counter, Gen), Problem> {
-    match find(zone, key) {
-        Err(bad) if bad == admin::NO_SUCH_COUNTER => {}
-        found => return found,
-    }
-    let (Some(shared), Some(lock), Some(key)) = (zone.shared(), zone.memory.as_ref(), key) else {
+/// Makes the counter of `key` (first ticket `start`), for a move already
+/// checked; an idle one is retired first and made afresh.
+fn make<'z>(zone: &'z ZoneConf, key: &[u8], start: u64) -> Result<(&'z Counter, Gen), Problem> {
+    let (Some(shared), Some(lock)) = (zone.shared(), zone.memory.as_ref()) else {
         return Err(admin::FAILED);
     };
     let now = crate::process::unix_msec();
@@ -264,6 +266,18 @@ fn find_or_make<'z>(
     }
 }
 
+/// A counter this request made for a move that was then refused goes
+/// again, unless a taker used it meanwhile: a refused move leaves nothing.
+fn unmake(zone: &ZoneConf, key: Option<&[u8]>, made: Option<Gen>) {
+    if let (Some(shared), Some(lock), Some(key), Some(gen)) =
+        (zone.shared(), zone.memory.as_ref(), key, made)
+    {
+        shared.retire_unused(key, gen, lock);
+    }
+}
+
+/// `POST ?next=N`: checked before K is made, so that a refused move (400,
+/// 409) creates nothing and writes nothing.
 fn move_to(
     r: &mut ngx_http_request_t,
     zone: &ZoneConf,
@@ -271,16 +285,30 @@ fn move_to(
     next: u64,
     start: Option<u64>,
 ) -> ngx_int_t {
-    let (counter, gen) = match find_or_make(zone, key, start.unwrap_or(1)) {
-        Ok(found) => found,
+    let found = match find(zone, key) {
+        Ok(found) => Some(found),
+        Err(bad) if bad == admin::NO_SUCH_COUNTER => None,
         Err(bad) => return problem(r, bad),
     };
-    let first = counter.first_ticket(start.unwrap_or(1));
-    let view = counter.view();
-    let target = match admin::local_target_count(next, first, view.max) {
+    let view = found.map(|(counter, _)| {
+        // an existing counter whose first ticket is not fixed yet: start=
+        counter.first_ticket(start.unwrap_or(1));
+        counter.view()
+    });
+    let target = match admin::check_move(next, start, view.as_ref()) {
         Ok(target) => target,
         Err(bad) => return problem(r, bad),
     };
+    let (counter, gen, made) = match (found, key) {
+        (Some((counter, gen)), _) => (counter, gen, None),
+        (None, Some(key)) => match make(zone, key, start.unwrap_or(1)) {
+            Ok((counter, gen)) => (counter, gen, Some(gen)),
+            Err(bad) => return problem(r, bad),
+        },
+        (None, None) => return problem(r, admin::FAILED),
+    };
+    // a taker in another worker may have used a counter just made
+    let view = counter.view();
     if target < view.issued {
         return problem(r, admin::WOULD_REISSUE);
     }
@@ -290,10 +318,10 @@ fn move_to(
             gen,
             target,
         };
-        return wait_for_disk(r, zone, key, change, view);
+        return wait_for_disk(r, zone, key, change, view, made);
     }
     match counter.advance_to(gen, target) {
-        Ok(_) => answer(r, 200, &admin::render(key, &counter.view(), false)),
+        Ok(_) => answer(r, 200, &render(key, &counter.view(), false)),
         Err(AdvanceError::WouldReissue { .. }) => problem(r, admin::WOULD_REISSUE),
         Err(AdvanceError::Stale) => problem(r, admin::TRY_AGAIN),
     }
@@ -312,9 +340,9 @@ fn retire(r: &mut ngx_http_request_t, zone: &ZoneConf, key: Option<&'static [u8]
     };
     if zone.durable.is_some() {
         let change = Change::Retire { key: key.to_vec() };
-        return wait_for_disk(r, zone, Some(key), change, view);
+        return wait_for_disk(r, zone, Some(key), change, view, None);
     }
-    answer(r, 200, &admin::render(Some(key), &view, true))
+    answer(r, 200, &render(Some(key), &view, true))
 }
 
 /// A change waiting for the disk: lives in the request's pool.
@@ -325,6 +353,8 @@ struct Saving {
     result: ChangeResult,
     /// A retired counter's final view (a move shows the counter anew).
     retired: Option<CounterView>,
+    /// The life of the counter this move made, if it made one.
+    made: Option<Gen>,
 }
 
 static SAVING: WaitKind = WaitKind {
@@ -363,6 +393,7 @@ fn wait_for_disk(
     key: Option<&'static [u8]>,
     change: Change,
     view: CounterView,
+    made: Option<Gen>,
 ) -> ngx_int_t {
     let retired = matches!(change, Change::Retire { .. }).then_some(view);
     // SAFETY: request-pool memory, as long as the request can be resumed.
@@ -378,6 +409,7 @@ fn wait_for_disk(
             id: 0,
             result: ChangeResult::NotSaved,
             retired,
+            made,
         })
     };
     let handle = match wait::park(r, waiting(), SAVE_WAIT_MSEC, &SAVING, saving.cast()) {
@@ -414,15 +446,17 @@ unsafe fn resume_saved(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) 
     }
     match saving.result {
         ChangeResult::Done => match saving.retired {
-            Some(view) => answer(r, 200, &admin::render(saving.key, &view, true)),
+            Some(view) => answer(r, 200, &render(saving.key, &view, true)),
             None => match find(zone, saving.key) {
-                Ok((counter, _)) => {
-                    answer(r, 200, &admin::render(saving.key, &counter.view(), false))
-                }
+                Ok((counter, _)) => answer(r, 200, &render(saving.key, &counter.view(), false)),
                 Err(bad) => problem(r, bad),
             },
         },
-        ChangeResult::WouldReissue => problem(r, admin::WOULD_REISSUE),
+        ChangeResult::WouldReissue => {
+            // another nginx sharing the state file holds numbers past N
+            unmake(zone, saving.key, saving.made);
+            problem(r, admin::WOULD_REISSUE)
+        }
         ChangeResult::Gone => problem(r, admin::TRY_AGAIN),
         ChangeResult::NotSaved => problem(r, admin::NOT_SAVED),
     }

@@ -882,6 +882,28 @@ fn admin_get_set_del() {
     assert!(!admin_get(&mut client, &info, &default).exists);
 }
 
+/// A refused move writes nothing: no counter metadata, no zone epoch, no
+/// last use (an admin's mistake leaves Redis as it was).
+#[test]
+fn a_refused_admin_set_writes_nothing() {
+    let Some((_server, mut client, info)) = setup() else {
+        return;
+    };
+    // a counter an operator set by hand (migrating): no metadata yet
+    let keys = keyed("k");
+    let set = client.call(&[b"SET", &keys.counter, b"10"]);
+    assert_eq!(set.as_bytes(), Some(&b"OK"[..]));
+    assert_eq!(
+        admin_set(&mut client, &info, &keys, 5),
+        AdminSetReply::WouldReissue { issued: 10 }
+    );
+    let exists = |client: &mut Client, key: &[u8]| integer(client.call(&[b"EXISTS", key]));
+    assert_eq!(exists(&mut client, &keys.counter_meta), 0);
+    assert_eq!(exists(&mut client, zone().zone_meta()), 0);
+    assert_eq!(get(&mut client, &keys.counter), Some(b"10".to_vec()));
+    assert_eq!(integer(client.call(&[b"TTL", &keys.counter])), -1);
+}
+
 #[test]
 fn noscript_after_a_flush() {
     let Some((_server, mut client, info)) = setup() else {
