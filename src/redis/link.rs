@@ -85,9 +85,12 @@ pub struct Link {
     /// Failures since the link was last ready.
     pub failures: u32,
     /// Why the link was last said to be unavailable: a failure is logged
-    /// when the link goes down, and again only when the reason changes (a
-    /// restart that comes back as a replica), not on every retry.
+    /// when the link goes down, and again when a server that answered
+    /// refused it for another reason (a restart that comes back as a
+    /// replica), never on every retry.
     pub logged_why: String,
+    /// The last failure was the server refusing the handshake (it answered).
+    pub refused: bool,
     /// Who this link is to its owner: handed back by the event handlers.
     pub id: usize,
 }
@@ -174,6 +177,7 @@ impl Link {
             backoff: RETRY_FIRST_MSEC,
             failures: 0,
             logged_why: String::new(),
+            refused: false,
             id,
         });
         let this: *mut Link = &mut *link;
@@ -389,7 +393,10 @@ impl Link {
                             self.backoff = RETRY_FIRST_MSEC;
                             events.push(Event::Ready(info));
                         }
-                        Err(err) => return Err(handshake_error(&err)),
+                        Err(err) => {
+                            self.refused = true;
+                            return Err(handshake_error(&err));
+                        }
                     }
                 }
                 Some(Expect::Owner(id)) => events.push(Event::Reply(id, value)),

@@ -539,7 +539,8 @@ fn on_failed(
     leases: &mut Vec<usize>,
 ) {
     if let Some(l) = reg.links.get_mut(link) {
-        if l.failures == 1 || l.logged_why != why {
+        let refused = core::mem::take(&mut l.refused);
+        if l.failures == 1 || (refused && l.logged_why != why) {
             let log = l.log();
             ngx_log_error!(
                 NGX_LOG_ERR,
