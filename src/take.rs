@@ -246,9 +246,8 @@ pub fn adopt_remote_key(zone: &ZoneConf, key: &[u8], start: u64) -> Result<(), R
     }
 }
 
-/// When each zone last logged that it is full, in this worker.
-/// What a client can make a worker log on every request, and when each
-/// zone last logged it: see [`once_a_second`].
+/// What a client can make a worker log on every request; [`LOGGED`] keeps
+/// when each zone last logged it (see [`once_a_second`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Notice {
     ZoneFull,
@@ -279,7 +278,8 @@ fn once_a_second(zone: &ZoneConf, notice: Notice) -> bool {
     true
 }
 
-/// A counter at 2^63-1 (or its start's ceiling) refused a request.
+/// A counter at the end of its numbers refused a request (Redis zones end
+/// at 2^63-1, local ones where their start leaves no room).
 pub fn log_out_of_numbers(zone: &ZoneConf, log: *mut ngx_log_t, level: ngx_uint_t) {
     if once_a_second(zone, Notice::OutOfNumbers) {
         ngx_log_error!(
