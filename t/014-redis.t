@@ -360,3 +360,23 @@ ticket authority unavailable
 --- error_log eval
 qr/ticket: redis redis:\/\/127\.0\.0\.1:\d+\/0 is unavailable: redis is not a master \(role:slave\); ticket zones need the master/
 --- timeout: 10
+
+
+
+=== TEST 22: idle= removed: the expiry it set goes, and the counter in use never restarts
+--- http_config
+    ticket_zone rd22:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s;
+--- config
+    location = /k { ticket_counter zone=rd22 key=$arg_k; }
+--- request
+GET /k?k=a
+--- response_body
+1
+--- steps
+redis $TEST_NGINX_REDIS_PORT PEXPIRE ticket:rd22:a 1000 => "1"
+redis $TEST_NGINX_REDIS_PORT PEXPIRE ticket:rd22;a 1000 => "1"
+GET /k?k=a => 200 "2\n"
+redis $TEST_NGINX_REDIS_PORT PTTL ticket:rd22:a => "-1"
+redis $TEST_NGINX_REDIS_PORT PTTL ticket:rd22;a => "-1"
+sleep 1.5
+GET /k?k=a => 200 "3\n"

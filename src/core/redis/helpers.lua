@@ -180,12 +180,18 @@ local function read_zone_meta(zone_meta)
 end
 
 -- Keys of a counter with `idle=` expire with it (the zone's metadata, which
--- the default counter shares, never does).
+-- the default counter shares, never does). Without `idle=` a keyed counter's
+-- keys lose an expiry an earlier configuration set: left, it would retire a
+-- counter in use, which then hands out its numbers again.
 local function expire_idle(counter, counter_meta, zone_meta, idle_ms)
+  if counter_meta == zone_meta then
+    return
+  end
   if idle_ms ~= '0' then
     redis.call('PEXPIRE', counter, idle_ms)
-    if counter_meta ~= zone_meta then
-      redis.call('PEXPIRE', counter_meta, idle_ms)
-    end
+    redis.call('PEXPIRE', counter_meta, idle_ms)
+  else
+    redis.call('PERSIST', counter)
+    redis.call('PERSIST', counter_meta)
   end
 end

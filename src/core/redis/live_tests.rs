@@ -762,6 +762,12 @@ fn idle_counters_expire() {
     let plain = keyed("plain");
     take(&mut client, &info, &plain, &limit, &[1]);
     assert_eq!(integer(client.call(&[b"PTTL", &plain.counter])), -1);
+    // `idle=` removed from the configuration: the expiry it set goes with
+    // the next take, or the counter would retire while in use.
+    take_with(&mut client, &info, &keys, &args(&limit), &[1]).unwrap();
+    for key in [&keys.counter, &keys.counter_meta] {
+        assert_eq!(integer(client.call(&[b"PTTL", key])), -1);
+    }
 }
 
 #[test]
