@@ -380,3 +380,22 @@ redis $TEST_NGINX_REDIS_PORT PTTL ticket:rd22:a => "-1"
 redis $TEST_NGINX_REDIS_PORT PTTL ticket:rd22;a => "-1"
 sleep 1.5
 GET /k?k=a => 200 "3\n"
+
+
+
+=== TEST 23: zones on one Redis with another redis_timeout= each wait their own
+--- http_config
+    ticket_zone rd23a:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_MUTE_PORT redis_timeout=300ms;
+    ticket_zone rd23b:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_MUTE_PORT redis_timeout=6s;
+--- config
+    location = /a { ticket_counter zone=rd23a; }
+    location = /b { ticket_counter zone=rd23b; }
+--- request
+GET /a
+--- error_code: 503
+--- response_body
+ticket authority unavailable
+--- steps
+GET /b => 503 "ticket authority unavailable\n" after 3 within 15
+GET /a => 503 "ticket authority unavailable\n" within 3
+--- timeout: 30

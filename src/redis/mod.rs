@@ -244,23 +244,28 @@ fn local_counter<'z>(shared: &SharedZone<'z>, key: Option<&[u8]>) -> Option<(&'z
 /// A worker starts: one link per Redis URL, connecting now. Zones with
 /// `redis_replicas=` have links of their own (one per value): Redis's WAIT
 /// blocks its connection, which must not hold up zones that never asked.
+/// So do zones with another `redis_timeout=`: a link times out its replies
+/// by one timer.
 pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
     if main.zones().all(|z| z.redis.is_none()) {
         return;
     }
     let mut reg = Box::<Registry>::default();
     reg.epoch_seed = crate::process::random_u64s()[0];
-    // each link's `redis_replicas=`
+    // each link's `redis_replicas=` (its URL and timeout are on the link)
     let mut link_replicas = Vec::new();
     for zone in main.zones() {
         let Some(redis) = redis_of(zone) else {
             continue;
         };
+        let timeout = redis.args.timeout_ms as nginx_sys::ngx_msec_t;
         let same = reg
             .links
             .iter()
             .zip(&link_replicas)
-            .position(|(l, &replicas)| l.url == redis.args.url && replicas == redis.args.replicas);
+            .position(|(l, &replicas)| {
+                l.url == redis.args.url && l.timeout == timeout && replicas == redis.args.replicas
+            });
         let link = match same {
             Some(link) => link,
             None => {
@@ -269,7 +274,7 @@ pub fn start_worker(main: &MainConf, cycle: &ngx_cycle_t) {
                 let link = Link::new(
                     redis.args.url.clone(),
                     redis.addr,
-                    redis.args.timeout_ms as nginx_sys::ngx_msec_t,
+                    timeout,
                     cycle.log,
                     id,
                     on_retry,

@@ -12,8 +12,9 @@ package Steps;
 #   POST /admin?key=a&next=5 => 200
 #
 # A step is METHOD URI => STATUS, optionally followed by the expected body,
-# exactly ("…", with \n) or as a regex (/…/), then optionally `within
-# SECONDS` (the answer's time, request sent to response read); or
+# exactly ("…", with \n) or as a regex (/…/), then optionally `after
+# SECONDS` and `within SECONDS` (the answer's time, request sent to response
+# read, at least and below); or
 # `sleep SECONDS`; or
 # `redis PORT ARGS… => EXPECTED`, a redis-cli command against a server
 # t/lib/RedisServer.pm started (ARGS may name $TEST_NGINX_* variables).
@@ -90,14 +91,19 @@ sub check {
                 check_text($got, $want, "$name - step $n: redis $args");
                 next;
             }
-            my ($method, $uri, $want_status, $want_body, $within) =
-                $line =~ m{^\s*(\w+)\s+(\S+)\s*=>\s*(\d+)\s*(.*?)\s*(?:\bwithin\s+([\d.]+))?\s*$}
+            my ($method, $uri, $want_status, $want_body, $after, $within) =
+                $line =~ m{^\s*(\w+)\s+(\S+)\s*=>\s*(\d+)\s*(.*?)\s*(?:\bafter\s+([\d.]+))?\s*(?:\bwithin\s+([\d.]+))?\s*$}
                 or die "$name: bad step \"$line\"";
             my $t0 = time;
             my ($status, $got) = request($method, $uri);
             my $took = time - $t0;
             is($status, $want_status, "$name - step $n: $method $uri status");
             check_text($got, $want_body, "$name - step $n: $method $uri body");
+            if (defined $after) {
+                cmp_ok($took, '>=', $after,
+                       sprintf("%s - step %d: %s %s answered after %s s (%.3f s)",
+                               $name, $n, $method, $uri, $after, $took));
+            }
             if (defined $within) {
                 cmp_ok($took, '<', $within,
                        sprintf("%s - step %d: %s %s answered within %s s (%.3f s)",
