@@ -38,8 +38,10 @@ worker process.
 """
 
 import argparse
+import bisect
 import ctypes
 import hashlib
+import json
 import os
 import random
 import re
@@ -401,7 +403,12 @@ class Conn:
             self.sock = None
 
     def get(self, path):
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: fault\r\n\r\n".encode())
+        return self.request("GET", path)
+
+    def request(self, method, path):
+        """One request without a body (POST says so: Content-Length: 0)."""
+        length = "Content-Length: 0\r\n" if method == "POST" else ""
+        self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: fault\r\n{length}\r\n".encode())
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(65536)
             if not chunk:
@@ -1305,6 +1312,263 @@ def two_instances(run, args, check):
     check_after_instances(check, a, reserve, args, "both stopped")
     check_workers_healthy(check, a, b)
 
+# Admin moves under load (two-instances-admin): the promise under attack is
+# that a move stays safe while another nginx holds reservations on the file.
+
+ADMIN_LOCATION = """
+        location = /admin {
+            allow 127.0.0.1;
+            deny all;
+            ticket_admin zone=t;
+        }"""
+
+# Where a move aims: below what this nginx took already (must be 409), at
+# its own next ticket, into the other nginx's current block, and from the
+# lowest number nobody is known to have taken: just above, above every
+# likely reservation, far above.
+MOVE_KINDS = ("below", "own-next", "other-block", "just-above", "above", "far")
+
+
+def admin_path(counter, next_ticket=None):
+    _, key = counter
+    query = [] if key is None else [f"key={key}"]
+    if next_ticket is not None:
+        query.append(f"next={next_ticket}")
+    return "/admin" + ("?" + "&".join(query) if query else "")
+
+
+def move_target(kind, rng, own_floor, free_floor, own_next, other_next, reserve):
+    if kind == "below":
+        return max(1, own_floor - rng.randint(1, 2 * reserve))
+    if kind == "own-next":
+        return own_next or own_floor
+    if kind == "other-block":
+        return (other_next or free_floor) + rng.randrange(reserve)
+    if kind == "just-above":
+        return free_floor + rng.randint(0, reserve)
+    if kind == "above":
+        return free_floor + rng.randint(2 * reserve, 20 * reserve)
+    return free_floor + rng.randint(1000, 100_000)
+
+
+class AdminClient:
+    """A keep-alive connection to one nginx's ticket_admin; reconnects
+    after nginx closes it."""
+
+    def __init__(self, nginx):
+        self.nginx = nginx
+        self.conn = None
+
+    def ask(self, method, path):
+        if self.conn is None or self.conn.sock is None:
+            self.conn = Conn(self.nginx.port, 10)  # a move waits up to 5 s for the disk
+        return self.conn.request(method, path)
+
+    def next_ticket(self, counter):
+        """The counter's next ticket in this nginx, None while it has none."""
+        status, _, body = self.ask("GET", admin_path(counter))
+        return json.loads(body).get("next") if status == 200 else None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+class HighestSeen:
+    """The highest ticket of each counter each nginx (port) answered so far
+    in a running load, read incrementally (its clients only append)."""
+
+    def __init__(self, load):
+        self.load = load
+        self.scanned = [0] * len(load.records)
+        self.highest = {}
+
+    def __call__(self, port, counter):
+        for i, records in enumerate(self.load.records):
+            end = len(records)
+            at = (self.load.targets[i % len(self.load.targets)], None)
+            for r in records[self.scanned[i]:end]:
+                at = (at[0], r[3])
+                if r[2] == 200 and r[4] > self.highest.get(at, 0):
+                    self.highest[at] = r[4]
+            self.scanned[i] = end
+        return self.highest.get((port, counter), 0)
+
+
+def describe_move(move, t0):
+    at = f" sent at {move['sent'] - t0:.3f} s" if "sent" in move else ""
+    return (f"move {move['i']} on {move['nginx']}: {fmt_counter(move['counter'])} next={move.get('target')} "
+            f"({move['kind']}, own floor {move.get('own_floor')}, free floor {move.get('free_floor')}){at}: "
+            f"{move['status']} {move.get('body', '')!r}")
+
+
+def write_moves(path, moves, t0):
+    with open(path, "w") as f:
+        f.write("# move\tnginx\tzone\tkey\tkind\town_floor\tfree_floor\ttarget\tsent\tdone\tstatus\tbody\n")
+        for m in moves:
+            zone, key = m["counter"]
+            times = "\t".join(f"{m[k] - t0:.4f}" if k in m else "-" for k in ("sent", "done"))
+            f.write(f"{m['i']}\t{m['nginx']}\t{zone}\t{key or '-'}\t{m['kind']}\t{m.get('own_floor')}\t"
+                    f"{m.get('free_floor')}\t{m.get('target')}\t{times}\t{m['status']}\t{m.get('body', '')}\n")
+
+
+def check_admin_moves(check, load, moves):
+    """Every move answered 200 or 409; a move below a number already taken
+    refused; after an accepted move to N, its nginx hands out only N or more
+    to requests sent once the 200 arrived."""
+    t0 = load.t0
+    check.expect(len(moves) >= 30, f"only {len(moves)} admin moves were sent in time")
+    odd = [m for m in moves if m["status"] not in (200, 409)]
+    check.expect(not odd, f"{len(odd)} of {len(moves)} admin moves answered neither 200 nor 409: "
+                 + "; ".join(describe_move(m, t0) for m in odd[:3]))
+    accepted = [m for m in moves if m["status"] == 200]
+    refused = [m for m in moves if m["status"] == 409]
+    check.expect(len(accepted) >= 5 and len(refused) >= 5,
+                 f"{len(accepted)} moves accepted and {len(refused)} refused: too few of one to test anything")
+    below_floor = [m for m in accepted if m["target"] < m["floor"]]
+    check.expect(not below_floor, f"{len(below_floor)} moves accepted below a number already taken: "
+                 + "; ".join(describe_move(m, t0) for m in below_floor[:3]))
+    short = []
+    for m in accepted:
+        try:
+            shown = json.loads(m["body"]).get("next")
+        except ValueError:
+            shown = None
+        if shown is None or shown < m["target"]:
+            short.append(m)
+    check.expect(not short, f"{len(short)} accepted moves answered a next ticket below their target: "
+                 + "; ".join(describe_move(m, t0) for m in short[:3]))
+
+    # Tickets by the nginx that handed them out (client i talks to
+    # targets[i % 2]), by send time; and by counter, by answer time.
+    by_nginx, by_counter = {}, {}
+    for index, records in enumerate(load.records):
+        port = load.targets[index % len(load.targets)]
+        for sent, done, status, counter, ticket, _, _ in records:
+            if status == 200:
+                by_nginx.setdefault((port, counter), []).append((sent, ticket))
+                by_counter.setdefault(counter, []).append((done, ticket))
+    highest_before = {}  # counter -> (answer times, highest ticket answered by then)
+    for counter, answered in by_counter.items():
+        answered.sort()
+        times, highest, top = [], [], 0
+        for done, ticket in answered:
+            top = max(top, ticket)
+            times.append(done)
+            highest.append(top)
+        highest_before[counter] = (times, highest)
+    for tickets in by_nginx.values():
+        tickets.sort()
+
+    checked = followed = 0
+    went_below, reissued = [], []
+    for m in accepted:
+        after = by_nginx.get((m["port"], m["counter"]), [])
+        later = after[bisect.bisect_right(after, (m["done"], float("inf"))):]
+        checked += len(later)
+        followed += bool(later)
+        low = [(sent, t) for sent, t in later if t < m["target"]]
+        if low:
+            went_below.append(f"{describe_move(m, t0)}, answered at {m['done'] - t0:.3f} s; then "
+                              f"{m['nginx']} handed out {low[0][1]} to a request sent at {low[0][0] - t0:.3f} s "
+                              f"({len(low)} such tickets)")
+        times, highest = highest_before.get(m["counter"], ([], []))
+        n = bisect.bisect_left(times, m["sent"])  # tickets answered before the move was sent
+        if n and highest[n - 1] >= m["target"]:
+            reissued.append(f"{describe_move(m, t0)}, but ticket {highest[n - 1]} was answered before "
+                            f"({check.explain(m['counter'], highest[n - 1])})")
+    check.expect(not went_below, f"{len(went_below)} accepted moves were followed by lower tickets from the "
+                 f"same nginx: " + "; ".join(went_below[:3]))
+    check.expect(not reissued, f"{len(reissued)} moves were accepted at or below a ticket already handed out: "
+                 + "; ".join(reissued[:3]))
+    # without tickets after it, a move checks nothing, and the lone start
+    # after the run would see its jump as a gap
+    check.expect(followed == len(accepted), f"only {followed} of {len(accepted)} accepted moves were followed "
+                 "by a ticket of their counter from their nginx")
+
+    kinds = {}
+    for m in moves:
+        kinds.setdefault(m["kind"], {}).setdefault(m["status"], 0)
+        kinds[m["kind"]][m["status"]] += 1
+    check.note(", ".join(f"{kind} " + "/".join(f"{n}x{s}" for s, n in sorted(kinds[kind].items(), key=str))
+                         for kind in MOVE_KINDS if kind in kinds))
+    check.stats["admin moves"] = f"{len(moves)} (200: {len(accepted)}, 409: {len(refused)})"
+    check.stats["tickets checked after a move"] = checked
+
+
+def check_no_alerts(check, *nginxes):
+    """Nothing logged at crit, alert or emerg; errors and warnings noted."""
+    for n in nginxes:
+        lesser = 0
+        for line in n.error_log().splitlines():
+            if re.search(r"\[(crit|alert|emerg)\]", line):
+                check.fail(f"{n.prefix}: {line.strip()[-200:]}")
+            elif re.search(r"\[(error|warn)\]", line):
+                lesser += 1
+        if lesser:
+            check.note(f"{n.prefix}: {lesser} lines at warn or error in the error log")
+
+
+@scenario
+def two_instances_admin(run, args, check):
+    """Two nginx on one state file under load, admin moves to each in turn: only 200 or 409, never a ticket twice."""
+    shared = os.path.join(run.base, "admin-shared-state")
+    os.makedirs(shared)
+    state = os.path.join(shared, "t.state")
+    reserve = args.small_reserve
+    a, b = Nginx(run, "admin-a"), Nginx(run, "admin-b")
+    name = {a.port: "A", b.port: "B"}
+    for n in (a, b):
+        n.configure(durable_http(n.port, state, reserve, extra_locations=ADMIN_LOCATION))
+        n.must_start()
+        check.pids.update({p: f"{name[n.port]} worker" for p in n.workers()})
+    keys = args.keys // 2
+    choose = keyed_chooser(["/t", "/k"], keys)
+    moved = [("t", None)] + [("t", f"k{i}") for i in range(min(6, keys))]
+    rng = random.Random()
+    step = args.seconds
+    admins = {n.port: AdminClient(n) for n in (a, b)}
+    moves = []
+    try:
+        with Load([a.port, b.port], choose, clients=args.clients, seconds=60) as load:
+            highest_seen = HighestSeen(load)
+            time.sleep(step)
+            deadline = time.monotonic() + 8 * step
+            for i in range(args.moves):
+                if time.monotonic() > deadline:
+                    break
+                this, other = (a, b) if i % 2 == 0 else (b, a)
+                # each (counter, kind) goes to A, then to B; 7 counters and
+                # 6 kinds make 42 pairs before one repeats
+                counter = moved[i // 2 % len(moved)]
+                kind = MOVE_KINDS[i // 2 % len(MOVE_KINDS)]
+                move = {"i": i, "nginx": name[this.port], "port": this.port, "counter": counter, "kind": kind}
+                try:
+                    own = admins[this.port].next_ticket(counter)
+                    theirs = admins[other.port].next_ticket(counter)
+                    floor = max(highest_seen(counter) + 1, own or 1, theirs or 1)
+                    target = move_target(kind, rng, floor, own, theirs, reserve)
+                    move.update(floor=floor, target=target, sent=time.monotonic())
+                    status, _, body = admins[this.port].ask("POST", admin_path(counter, target))
+                    move.update(done=time.monotonic(), status=status, body=body.decode(errors="replace").strip())
+                except (OSError, ValueError) as e:
+                    move.update(status=f"no answer ({type(e).__name__}: {e})")
+                moves.append(move)
+                time.sleep(rng.uniform(0.05, 0.15))
+            time.sleep(step)  # every counter moved is taken from again on both nginx
+    finally:
+        for admin in admins.values():
+            admin.close()
+    write_moves(os.path.join(run.base, "two-instances-admin.moves.tsv"), moves, load.t0)
+    check.absorb(load, "admin moves")
+    check_admin_moves(check, load, moves)
+    a.quit()
+    b.quit()
+    check_after_instances(check, a, reserve, args, "both stopped")
+    check_workers_healthy(check, a, b)
+    check_no_alerts(check, a, b)
+
+
 
 @scenario
 def config_changes(run, args, check):
@@ -1484,13 +1748,14 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=1.5, help="length of one step of load")
     ap.add_argument("--resizes", type=int, default=12, help="resize reloads")
+    ap.add_argument("--moves", type=int, default=60, help="admin moves in two-instances-admin")
     ap.add_argument("--workers", type=int, default=2, help="worker_processes of every nginx")
     ap.add_argument("--keep", action="store_true", help="keep the prefixes even when everything passes")
     args = ap.parse_args()
 
     if args.list:
         for name, fn in SCENARIOS.items():
-            print(f"{name:16} {fn.__doc__}")
+            print(f"{name:20} {fn.__doc__}")
         return 0
     names = args.scenario or list(SCENARIOS)
     unknown = [s for s in names if s not in SCENARIOS]
@@ -1542,7 +1807,7 @@ def run_scenarios(title, scenarios, names, run, args, new_check, collected):
     print()
     print(f"{title} summary:")
     for name, status, check in results:
-        print(f"  {status} {name:16} {fmt_stats(check.stats)}")
+        print(f"  {status} {name:20} {fmt_stats(check.stats)}")
         for failure in check.failures:
             print(f"       FAIL: {failure}")
         for note in check.notes:

@@ -475,6 +475,33 @@ pub fn check_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
         }
     }
     for (i, zone) in zones.iter().enumerate() {
+        let Some(redis) = zone.redis.as_ref() else {
+            continue;
+        };
+        // One database of one server: their keys could meet.
+        let same_db = |other: &RedisConf| {
+            other.addr == redis.addr
+                && other.args.url.db == redis.args.url.db
+                && other.keys.overlaps(&redis.keys)
+        };
+        if let Some(other) = zones[..i]
+            .iter()
+            .find(|z| z.redis.as_ref().is_some_and(same_db))
+        {
+            ngx::ngx_log_error!(
+                NGX_LOG_EMERG,
+                cf_ref.log,
+                "ticket zones \"{}\" and \"{}\" would share Redis keys (\"{}\" and \"{}\" on \
+                 one database); give them redis_prefix= values that keep them apart",
+                other.name,
+                zone.name,
+                String::from_utf8_lossy(other.redis.as_ref().map_or(&[][..], |r| r.keys.stem())),
+                String::from_utf8_lossy(redis.keys.stem())
+            );
+            return NGX_CONF_ERROR;
+        }
+    }
+    for (i, zone) in zones.iter().enumerate() {
         let Some(path) = zone.durable.as_ref().map(|d| &d.path) else {
             continue;
         };

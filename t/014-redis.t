@@ -399,3 +399,30 @@ ticket authority unavailable
 GET /b => 503 "ticket authority unavailable\n" after 3 within 15
 GET /a => 503 "ticket authority unavailable\n" within 3
 --- timeout: 30
+
+
+
+=== TEST 24: zones whose Redis keys would meet are a configuration error
+--- http_config
+    ticket_zone rd24:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    ticket_zone b:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_prefix=ticket:rd24:;
+--- config
+--- request
+GET /
+--- must_die
+--- error_log
+ticket zones "rd24" and "b" would share Redis keys ("ticket:rd24" and "ticket:rd24:b" on one database); give them redis_prefix= values that keep them apart
+
+
+
+=== TEST 25: the same names on another database are apart
+--- http_config
+    ticket_zone rd25:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT/0 redis_timeout=5s;
+    ticket_zone c:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT/1 redis_timeout=5s redis_prefix=ticket:rd25:;
+--- config
+    location = /t { ticket_counter zone=rd25 key=$arg_k; }
+    location = /c { ticket_counter zone=c; }
+--- pipelined_requests eval
+["GET /t?k=c", "GET /t?k=c", "GET /c"]
+--- response_body eval
+["1\n", "2\n", "1\n"]

@@ -65,6 +65,27 @@ impl ZoneKeys {
         &self.zone_meta
     }
 
+    /// `prefix + zone`, the default counter's key.
+    pub fn stem(&self) -> &[u8] {
+        &self.stem
+    }
+
+    /// Whether a key of one zone can be a key of the other on one Redis
+    /// database: the stems are equal (prefix `a` with zone `bc`, prefix `ab`
+    /// with zone `c`), or one continues the other past a separator (prefix
+    /// `ticket:a:` makes zone `b`'s default counter zone `a`'s key `b`).
+    /// Such zones would share counters under different metadata.
+    pub fn overlaps(&self, other: &ZoneKeys) -> bool {
+        let continues = |long: &[u8], short: &[u8]| {
+            long.len() > short.len()
+                && long.starts_with(short)
+                && matches!(long[short.len()], b':' | b';')
+        };
+        self.stem == other.stem
+            || continues(&self.stem, &other.stem)
+            || continues(&other.stem, &self.stem)
+    }
+
     /// The three keys a script on counter `key` (`None`: the default counter)
     /// touches. Built once per counter and worker, then reused.
     pub fn counter(&self, key: Option<&[u8]>) -> Result<CounterKeys, KeyError> {
@@ -113,6 +134,36 @@ pub struct CounterKeys {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn overlapping_zones() {
+        let keys = |prefix: &[u8], zone| ZoneKeys::new(prefix, zone).unwrap();
+        let a = keys(DEFAULT_PREFIX, "a");
+        assert!(a.overlaps(&keys(b"ticket:a:", "b")));
+        assert!(keys(b"ticket:a;", "b").overlaps(&a));
+        assert!(keys(b"x", "bc").overlaps(&keys(b"xb", "c")));
+        assert!(a.overlaps(&a));
+        // A longer zone name is another zone, whatever follows it.
+        assert!(!a.overlaps(&keys(DEFAULT_PREFIX, "ab")));
+        assert!(!a.overlaps(&keys(b"ticket:a-", "b")));
+        assert!(!a.overlaps(&keys(b"other:", "a")));
+        // Every key of zones said apart is apart.
+        let b = keys(b"ticket:a-", "b");
+        let names = |z: &ZoneKeys| {
+            let mut all = vec![z.stem().to_vec(), z.zone_meta().to_vec()];
+            for key in [&b"b"[..], b"x", b"b;c", b":"] {
+                let c = z.counter(Some(key)).unwrap();
+                all.push(c.counter);
+                all.push(c.counter_meta);
+            }
+            all
+        };
+        let seen: HashSet<Vec<u8>> = names(&a).into_iter().collect();
+        assert!(names(&b).iter().all(|k| !seen.contains(k)));
+        // ...and of zones that overlap, some are shared.
+        let c = keys(b"ticket:a:", "b");
+        assert!(names(&c).iter().any(|k| seen.contains(k)));
+    }
 
     #[test]
     fn zone_names() {
