@@ -13,9 +13,12 @@
 //! - a cleanup handler takes the request off its list whatever ends it
 //!   (`ngx_http_terminate_request` ignores the request count and frees the
 //!   pool: nothing may point at a parked request after that);
-//! - when nginx shuts down gracefully, parked requests are answered at once
-//!   (a cancelable timer watches for it while anything is parked), so the
-//!   worker can exit.
+//! - when nginx shuts down gracefully (a reload, a quit), requests waiting
+//!   for the disk or a lease are answered at once (a cancelable timer
+//!   watches for it while anything is parked), so the worker can exit; those
+//!   waiting for a Redis reply keep waiting for it (their command may be on
+//!   its way: a 503 would make its numbers a gap), which their deadline
+//!   bounds.
 //!
 //! Everything here runs on the worker's event-loop thread.
 
@@ -47,6 +50,15 @@ pub enum Wake {
     Shutdown,
 }
 
+/// What a graceful shutdown does to a parked request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtShutdown {
+    /// Resumed at once with [`Wake::Shutdown`].
+    Resume,
+    /// Left to its own wake or deadline (the worker exits after it).
+    Wait,
+}
+
 /// How an owner resumes its parked requests.
 pub struct WaitKind {
     /// Answers the request (or parks it again) and returns what a content
@@ -54,6 +66,7 @@ pub struct WaitKind {
     pub resume: unsafe fn(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) -> ngx_int_t,
     /// nginx ended the request while it was parked: forget `ctx`.
     pub gone: Option<unsafe fn(ctx: *mut c_void)>,
+    pub at_shutdown: AtShutdown,
 }
 
 /// A parked request, allocated from its pool.
@@ -61,7 +74,7 @@ pub struct WaitKind {
 struct Parked {
     /// In the owner's list.
     link: ngx_queue_t,
-    /// In the worker's list of every parked request.
+    /// In the worker's list of requests answered at a graceful shutdown.
     all: ngx_queue_t,
     r: *mut ngx_http_request_t,
     ctx: *mut c_void,
@@ -194,8 +207,13 @@ unsafe extern "C" fn watch_shutdown(_ev: *mut ngx_event_t) {
                 resume(parked, Wake::Shutdown);
             }
         }
-    } else if state.parked > 0 {
-        state.watch.arm(WATCH_MSEC);
+    }
+    // While anything is parked, also while exiting: a request parked later
+    // is answered too.
+    if let Some(state) = worker() {
+        if state.parked > 0 && !state.watch.is_armed() {
+            state.watch.arm(WATCH_MSEC);
+        }
     }
 }
 
@@ -234,7 +252,11 @@ pub fn park(
             },
         );
         ngx_queue_insert_before(&mut list.head, &mut (*parked).link);
-        ngx_queue_insert_before(&mut state.all, &mut (*parked).all);
+        match kind.at_shutdown {
+            AtShutdown::Resume => ngx_queue_insert_before(&mut state.all, &mut (*parked).all),
+            // Linked to itself: removing it changes nothing.
+            AtShutdown::Wait => ngx_queue_init(&mut (*parked).all),
+        }
         state.parked += 1;
         (*cleanup).handler = Some(parked_cleanup);
         (*cleanup).data = parked.cast();

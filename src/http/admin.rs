@@ -19,7 +19,7 @@ use crate::durable::{Change, ChangeResult};
 use crate::http::{check_method, query_arg, send};
 use crate::module::TicketModule;
 use crate::redis::{AdminOp, Answer, Waiter};
-use crate::wait::{self, WaitKind, WaitList, Wake};
+use crate::wait::{self, AtShutdown, WaitKind, WaitList, Wake};
 
 /// How long a change waits to reach the disk.
 const SAVE_WAIT_MSEC: nginx_sys::ngx_msec_t = 5000;
@@ -97,6 +97,7 @@ struct Asking {
 static ASKING: WaitKind = WaitKind {
     resume: resume_redis,
     gone: Some(redis_gone),
+    at_shutdown: AtShutdown::Wait,
 };
 
 /// On a Redis zone every answer comes from Redis (a script, so no node can
@@ -360,6 +361,7 @@ struct Saving {
 static SAVING: WaitKind = WaitKind {
     resume: resume_saved,
     gone: Some(saving_gone),
+    at_shutdown: AtShutdown::Resume,
 };
 
 /// Requests waiting for their change to reach the disk, in this worker:

@@ -17,7 +17,7 @@ use crate::http::{check_method, log, query_arg, refuse, send};
 use crate::module::TicketModule;
 use crate::redis::{Answer, QueueKey, Waiter};
 use crate::take::{self, Outcome, Refusal, Wait};
-use crate::wait::{self, WaitKind, Wake};
+use crate::wait::{self, AtShutdown, WaitKind, Wake};
 
 /// How long a request waits for its durable counter's next reservation.
 const RESERVATION_WAIT_MSEC: u64 = 5000;
@@ -160,6 +160,7 @@ struct Checking {
 static EXISTS: WaitKind = WaitKind {
     resume: resume_exists,
     gone: Some(exists_gone),
+    at_shutdown: AtShutdown::Wait,
 };
 
 fn ask_exists(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneConf) -> ngx_int_t {
@@ -254,6 +255,7 @@ struct Asking {
 static AUTHORITY: WaitKind = WaitKind {
     resume: resume_authority,
     gone: Some(authority_gone),
+    at_shutdown: AtShutdown::Wait,
 };
 
 fn ask_authority(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneConf) -> ngx_int_t {
@@ -333,6 +335,7 @@ unsafe fn authority_gone(ctx: *mut c_void) {
 static LEASE: WaitKind = WaitKind {
     resume: resume_lease,
     gone: None,
+    at_shutdown: AtShutdown::Resume,
 };
 
 fn wait_for_lease(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneConf) -> ngx_int_t {
@@ -412,6 +415,7 @@ fn respond(
 static RESERVATION: WaitKind = WaitKind {
     resume: resume_reservation,
     gone: None,
+    at_shutdown: AtShutdown::Resume,
 };
 
 fn park_for_reservation(r: &mut ngx_http_request_t, request: TakeRequest) -> ngx_int_t {
