@@ -484,10 +484,10 @@ pub fn check_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
                 && other.args.url.db == redis.args.url.db
                 && other.keys.overlaps(&redis.keys)
         };
-        if let Some(other) = zones[..i]
-            .iter()
-            .find(|z| z.redis.as_ref().is_some_and(same_db))
-        {
+        if let Some((other, other_redis)) = zones[..i].iter().find_map(|z| {
+            let r = z.redis.as_ref().filter(|r| same_db(r))?;
+            Some((z, r))
+        }) {
             ngx::ngx_log_error!(
                 NGX_LOG_EMERG,
                 cf_ref.log,
@@ -495,7 +495,7 @@ pub fn check_zones(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
                  one database); give them redis_prefix= values that keep them apart",
                 other.name,
                 zone.name,
-                String::from_utf8_lossy(other.redis.as_ref().map_or(&[][..], |r| r.keys.stem())),
+                String::from_utf8_lossy(other_redis.keys.stem()),
                 String::from_utf8_lossy(redis.keys.stem())
             );
             return NGX_CONF_ERROR;

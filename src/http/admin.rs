@@ -174,12 +174,8 @@ unsafe fn resume_redis(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) 
         if let Some(handle) = asking.handle {
             crate::redis::forget_admin(handle);
         }
-        let why = if why == Wake::Shutdown {
-            admin::TRY_AGAIN
-        } else {
-            admin::UNAVAILABLE
-        };
-        return problem(r, why);
+        // a deadline (a shutdown lets the reply come: AtShutdown::Wait)
+        return problem(r, admin::UNAVAILABLE);
     }
     let view = |issued: u64, used: Option<u64>| CounterView {
         start: Some(asking.start),

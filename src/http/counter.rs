@@ -209,8 +209,8 @@ unsafe fn resume_exists(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake)
     let checking = unsafe { &mut *ctx.cast::<Checking>() };
     match why {
         Wake::Ready => {}
-        Wake::Deadline => return refuse(r, Refusal::Unavailable),
-        Wake::Shutdown => return refuse(r, Refusal::Replaced),
+        // a shutdown lets the reply come (AtShutdown::Wait): only a deadline
+        Wake::Deadline | Wake::Shutdown => return refuse(r, Refusal::Unavailable),
     }
     let request = checking.request;
     let conf = request.conf();
@@ -301,13 +301,10 @@ unsafe fn resume_authority(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wa
     let conf = asking.request.conf();
     match why {
         Wake::Ready => {}
-        Wake::Deadline => {
+        // a shutdown lets the reply come (AtShutdown::Wait): only a deadline
+        Wake::Deadline | Wake::Shutdown => {
             crate::redis::forget(&asking.queue, asking.id);
             return refuse(r, Refusal::Unavailable);
-        }
-        Wake::Shutdown => {
-            crate::redis::forget(&asking.queue, asking.id);
-            return refuse(r, Refusal::Replaced);
         }
     }
     match asking.answer.take() {
