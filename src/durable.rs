@@ -732,8 +732,9 @@ fn plan_change(
                 return ChangeResult::Done;
             }
             // Past our block: every number up to the file's latest mark may
-            // be someone else's (or ours, not installed yet: we cannot tell).
-            let latest = index.get(key.as_deref()).map_or(0, |e| e.mark);
+            // be someone else's (or ours, not installed yet: we cannot tell),
+            // but for our own mark of a life this key left, as a take sees it.
+            let latest = reserve::mark_to_follow(index, policy, key.as_deref(), &view);
             if *target < latest {
                 return ChangeResult::WouldReissue;
             }

@@ -116,6 +116,23 @@ fn count_cap(start: Option<u64>) -> u64 {
 
 /// Plans one counter; `force` reserves even if it is not running low (at
 /// start and on adoption).
+/// The file's latest mark for `key` that the counter's next block must lie
+/// past. A life not in the file yet, where the file holds our own mark for
+/// the key: the key was retired here and starts afresh (its new first mark
+/// replaces the old one). Someone else's mark is continued past.
+pub fn mark_to_follow(
+    index: &Index,
+    policy: &Policy,
+    key: Option<&[u8]>,
+    view: &CounterView,
+) -> u64 {
+    let logged = view.flags & FLAG_LOGGED != 0;
+    index
+        .get(key)
+        .filter(|e| logged || e.instance != policy.instance)
+        .map_or(0, |e| e.mark)
+}
+
 fn plan_counter(
     index: &Index,
     policy: &Policy,
@@ -131,13 +148,7 @@ fn plan_counter(
     {
         return; // a block past a gap waits already
     }
-    let ours = |instance| instance == policy.instance;
     let logged = view.flags & FLAG_LOGGED != 0;
-    let entry = index.get(key);
-    // A life not in the file yet, where the file holds our own mark for the
-    // key: the key was retired here and starts afresh (its new first mark
-    // replaces the old one). Someone else's mark is continued past.
-    let entry = entry.filter(|e| logged || !ours(e.instance));
     // What this instance holds for sure: the counts installed in shared
     // memory. A block on disk but not installed yet may lie past someone
     // else's (a jump), even when the latest mark is our own: it is never
@@ -145,7 +156,7 @@ fn plan_counter(
     let held = view
         .pending
         .map_or(view.reserved, |(_, hi)| hi.max(view.reserved));
-    let latest = entry.map_or(0, |e| e.mark);
+    let latest = mark_to_follow(index, policy, key, view);
     let want = policy.reserve.max(counter.need);
     let low = view.reserved < view.issued.saturating_add(policy.low_water)
         || view.issued.saturating_add(counter.need) > view.reserved;
@@ -440,6 +451,19 @@ mod tests {
         let idx = index(&[mark(Some("k"), THEM, 500)]);
         let plan = extend(&idx, &policy(), &[fresh(Some("k"))]);
         assert_eq!(blocks(&plan), vec![(500, 600)]);
+    }
+
+    #[test]
+    fn the_mark_a_counter_follows() {
+        let idx = index(&[mark(Some("k"), US, 500), mark(Some("t"), THEM, 300)]);
+        let follows = |c: &CounterState| mark_to_follow(&idx, &policy(), c.key.as_deref(), &c.view);
+        // a new life of a key retired here (an admin move making it, as a
+        // take): our own old mark is not in its way
+        assert_eq!(follows(&fresh(Some("k"))), 0);
+        // the life that wrote it, someone else's, or no mark at all
+        assert_eq!(follows(&counter(Some("k"), 450, 500)), 500);
+        assert_eq!(follows(&fresh(Some("t"))), 300);
+        assert_eq!(follows(&fresh(Some("new"))), 0);
     }
 
     #[test]
