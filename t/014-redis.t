@@ -426,3 +426,20 @@ ticket zones "rd24" and "b" would share Redis keys ("ticket:rd24" and "ticket:rd
 ["GET /t?k=c", "GET /t?k=c", "GET /c"]
 --- response_body eval
 ["1\n", "2\n", "1\n"]
+
+
+
+=== TEST 26: a quit is not held up by a Redis that never answers, when no request waits for it
+--- http_config
+    ticket_zone rd26:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_MUTE_PORT redis_timeout=30s;
+    ticket_zone loc26:1m;
+--- config
+    location = /t { ticket_counter zone=rd26; }
+    location = /l { ticket_counter zone=loc26; }
+--- request
+GET /l
+--- response_body
+1
+--- steps
+quit within 12
+--- timeout: 60

@@ -228,6 +228,12 @@ impl Link {
             c.log = &mut *self.log;
             (*c.read).log = c.log;
             (*c.write).log = c.log;
+            // Its connect and reply timers never hold up a worker's
+            // graceful exit (a mute Redis would for `redis_timeout`): a
+            // request that waits for a reply holds the worker by its own
+            // deadline, and the timers still fire while the worker runs.
+            (*c.read).set_cancelable(1);
+            (*c.write).set_cancelable(1);
         }
         self.state = State::Connecting;
         self.decoder = Decoder::new();

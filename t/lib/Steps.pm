@@ -14,7 +14,8 @@ package Steps;
 # A step is METHOD URI => STATUS, optionally followed by the expected body,
 # exactly ("…", with \n) or as a regex (/…/), then optionally `after
 # SECONDS` and `within SECONDS` (the answer's time, request sent to response
-# read, at least and below); or
+# read, at least and below); or `quit within SECONDS` (QUIT to the master,
+# which must be gone in time); or
 # `sleep SECONDS`; or
 # `redis PORT ARGS… => EXPECTED`, a redis-cli command against a server
 # t/lib/RedisServer.pm started (ARGS may name $TEST_NGINX_* variables).
@@ -29,6 +30,7 @@ use Test::More;
 use Test::Nginx::Socket;
 use Time::HiRes qw(sleep time);
 
+use Parked;
 use RedisServer;
 
 sub request {
@@ -82,6 +84,20 @@ sub check {
             if ($line =~ /^\s*sleep\s+([\d.]+)\s*$/) {
                 # Exactly as long in every mode: steps time idle expiry.
                 sleep $1;
+                next;
+            }
+            if ($line =~ /^\s*quit\s+within\s+([\d.]+)\s*$/) {
+                my $within = $1;
+                open my $pidfh, '<', $Test::Nginx::Util::PidFile or die "pid file: $!";
+                chomp(my $master = <$pidfh>);
+                close $pidfh;
+                my $t0 = time;
+                kill 'QUIT', $master;
+                sleep 0.05 while time - $t0 < 3 * $within && Parked::running($master);
+                my $took = time - $t0;
+                ok(!Parked::running($master), "$name - step $n: nginx quit");
+                cmp_ok($took, '<', $within,
+                       sprintf("%s - step %d: nginx quit within %s s (%.3f s)", $name, $n, $within, $took));
                 next;
             }
             if ($line =~ /^\s*redis\s+(\S+)\s+(.*?)\s*=>\s*(.*?)\s*$/) {
