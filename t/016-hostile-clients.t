@@ -13,7 +13,7 @@ use lib 't/lib';
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use JSON::PP ();
-use Socket qw(SOL_SOCKET SO_LINGER);
+use Socket qw(SOL_SOCKET);
 use Test::More;
 use Test::Nginx::Socket 'no_plan';
 use Time::HiRes qw(sleep time);
@@ -38,13 +38,6 @@ sub open_with {
     binmode $sock;
     syswrite($sock, $bytes) if defined $bytes && length $bytes;
     return $sock;
-}
-
-# Closes with an RST instead of a FIN (SO_LINGER 0).
-sub reset_close {
-    my ($sock) = @_;
-    setsockopt($sock, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
-    close $sock;
 }
 
 # Everything the server sends until it closes (or $seconds pass).
@@ -308,7 +301,7 @@ is_deeply(\@got, ["200 2\n", "200 3\n", "200 4\n", "405 method not allowed\n",
 # a GET whose announced body never comes: answered, then the connection ends
 $sock = open_with("GET /t HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc");
 my ($first) = split_responses(read_all($sock, 2 * $Slow));
-reset_close($sock);
+Parked::reset_close($sock);
 is($first, "200 7\n", "$Name - a body that never comes does not hold the ticket");
 # a bad chunk: 400, no ticket
 $sock = open_with("POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
@@ -363,7 +356,7 @@ my $stays = open_with($get->('a', "Connection: close\r\n"));
 sleep 0.4 * $Slow;
 for my $s (@socks) {
     my ($how, $sock) = @$s;
-    if ($how =~ /rst/) { reset_close($sock) } else { close $sock }
+    if ($how =~ /rst/) { Parked::reset_close($sock) } else { close $sock }
 }
 kill 'KILL', $lock;
 Parked::wait_child($lock, 5);
@@ -420,7 +413,7 @@ my $stays = open_with($get->(GET => '/t', "Connection: close\r\n"));
 sleep 0.5 * $Slow;
 for my $s (@socks) {
     my ($how, $sock) = @$s;
-    if ($how =~ /rst/) { reset_close($sock) } else { close $sock }
+    if ($how =~ /rst/) { Parked::reset_close($sock) } else { close $sock }
 }
 sleep 0.3 * $Slow;
 kill 'CONT', $redis_pid;
@@ -469,7 +462,7 @@ push @socks, [half_body_rst => open_with("POST /t HTTP/1.1\r\nHost: x\r\nContent
 sleep 0.3 * $Slow;
 for my $s (@socks) {
     my ($how, $sock) = @$s;
-    if ($how =~ /rst/) { reset_close($sock) } else { close $sock }
+    if ($how =~ /rst/) { Parked::reset_close($sock) } else { close $sock }
 }
 my $t0 = time;
 is(ask(GET => '/t'), "503 ticket authority unavailable\n", "$Name - 503 afterwards");
@@ -506,7 +499,7 @@ for my $i (1 .. 3) {
     for my $uri ('/s', '/metrics') {
         my $sock = open_with("GET $uri HTTP/1.1\r\nHost: x\r\n\r\n");
         sysread($sock, my $head, 100) if $i > 1;
-        if ($i == 2) { reset_close($sock) } else { close $sock }
+        if ($i == 2) { Parked::reset_close($sock) } else { close $sock }
     }
 }
 # a client that reads nothing with a tiny window, then leaves
@@ -514,7 +507,7 @@ my $slow = Parked::connect_server();
 setsockopt($slow, SOL_SOCKET, Socket::SO_RCVBUF, pack('i', 1024));
 syswrite($slow, "GET /s HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
 sleep 0.5 * $Slow;
-reset_close($slow);
+Parked::reset_close($slow);
 my $page = ask(GET => '/s');
 my ($json) = $page =~ /^200 (.*)\z/s;
 my $decoded = eval { JSON::PP->new->utf8->decode($json // '') };

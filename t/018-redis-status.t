@@ -14,7 +14,7 @@ use lib 't/lib';
 use IO::Handle;
 use JSON::PP ();
 use List::Util qw(max min sum0);
-use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_LINGER inet_aton pack_sockaddr_in);
+use Socket qw(PF_INET SOCK_STREAM inet_aton pack_sockaddr_in);
 use File::Temp qw(tempfile);
 use Test::More;
 use Test::Nginx::Socket 'no_plan';
@@ -63,13 +63,6 @@ sub connect_client {
     binmode $sock;
     $sock->autoflush(1);
     return $sock;
-}
-
-# Closes with an RST instead of a FIN (SO_LINGER 0).
-sub reset_close {
-    my ($sock) = @_;
-    setsockopt($sock, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
-    close $sock;
 }
 
 # Reads what arrives within $seconds, until $bytes more came or the server
@@ -503,11 +496,11 @@ for my $uri ('/status', '/metrics') {
     # resets (RST) after a few KB
     ($sock) = start_page($uri, 8192);
     $more_tickets->();
-    reset_close($sock);
+    Parked::reset_close($sock);
     # asks for the page twice on one connection, reads a little, resets
     ($sock) = start_page($uri, 2048, 2);
     $more_tickets->();
-    reset_close($sock);
+    Parked::reset_close($sock);
 }
 # stops reading: nginx gives up after send_timeout and closes
 my ($sock, $got) = start_page('/status-impatient', 8192);

@@ -25,6 +25,7 @@ use warnings;
 use Fcntl qw(O_RDONLY O_DIRECTORY LOCK_EX);
 use IO::Socket::INET;
 use POSIX ();
+use Socket ();
 use Test::More;
 use Test::Nginx::Socket;
 use Time::HiRes qw(sleep time);
@@ -62,6 +63,13 @@ sub connect_server {
         Proto => 'tcp', Timeout => 5 * $Slow,
     ) or die "connect: $!";
     return $sock;
+}
+
+# Closes with an RST instead of a FIN (SO_LINGER 0): a client that vanishes.
+sub reset_close {
+    my ($sock) = @_;
+    setsockopt($sock, Socket::SOL_SOCKET(), Socket::SO_LINGER(), pack('ii', 1, 0));
+    close $sock;
 }
 
 # Reads one response (or until the server closes); returns (status, body).
