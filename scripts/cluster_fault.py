@@ -23,6 +23,14 @@ Scenarios (`scripts/cluster-fault --list`; `scripts/cluster-fault NAME` runs one
   redis-stop     kill -STOP of Redis (redis_timeout=500ms): 503 in time, other locations fast
   reload-quit    nginx -s reload and a graceful quit while requests wait for Redis
   lease          lease=100 on both nodes: unique, ordered per node; kill -9 of Redis
+  lease-reload   lease=20: reload and quit while requests wait for a refill from
+                 a stopped Redis: they get their tickets; then a reload that
+                 resizes the zone meanwhile: 200 or 503 try again, nothing twice
+  prefix         zones under redis_prefix= app:tix:, {shop}: (lease), one with spaces
+                 and glob characters, and empty, beside ticket: on one Redis: unique,
+                 in order, no gap; every Redis key is PREFIX+zone[:key|;key] of a
+                 counter used, holding its last ticket; an admin move and delete;
+                 kill -9 of Redis: each zone fenced once, nothing again
   failover       a master and a replica, the nodes reaching the master through a
                  TCP forwarder; kill -9 of the master, the replica promoted, the
                  forwarder repointed; then again with a replica whose link was
@@ -739,11 +747,16 @@ def wait_connected(nodes, zone="r", seconds=10):
     raise Failure(f"nodes not connected to Redis within {seconds} s: {seen}")
 
 
-STD_LOCATIONS = """
-        location = /t { ticket_counter zone=r; }
-        location = /k { ticket_counter zone=r key=$arg_k; }
-        location = /max { ticket_counter zone=r key=$arg_k max=500 batch=5; }
-        location = /b { ticket_counter zone=r key=$arg_k batch=10; }
+def counter_locations(zone, at="", max_=500):
+    """The counters chooser(zone=, at=) takes from: the default counter
+    (AT/t), keys (AT/k), max= with count=1..5 (AT/max), count=1..10 (AT/b)."""
+    return (f"        location = {at}/t {{ ticket_counter zone={zone}; }}\n"
+            f"        location = {at}/k {{ ticket_counter zone={zone} key=$arg_k; }}\n"
+            f"        location = {at}/max {{ ticket_counter zone={zone} key=$arg_k max={max_} batch=5; }}\n"
+            f"        location = {at}/b {{ ticket_counter zone={zone} key=$arg_k batch=10; }}\n")
+
+
+STD_LOCATIONS = "\n" + counter_locations("r") + """\
         location = /l { ticket_counter zone=loc; }
         location = /status { ticket_status; }
         location = /admin { ticket_admin zone=r; }
@@ -754,37 +767,40 @@ def redis_zone(redis, name="r", timeout="1s", extra=""):
     return f"    ticket_zone {name}:1m redis=redis://127.0.0.1:{redis.port} redis_timeout={timeout}{extra};\n"
 
 
-def start_nodes(run, redis, name, timeout="1s", extra="", count=2):
+def start_nodes(run, redis, name, timeout="1s", extra="", count=2, zones="", locations=""):
+    """Nodes A, B with zone r (and `extra`), the local zone loc, STD_LOCATIONS;
+    `zones` and `locations` are added to every node's configuration."""
     nodes = []
     for label in "AB"[:count]:
         n = Nginx(run, f"{name}-{label.lower()}")
         n.name = label
-        n.configure(redis_zone(redis, timeout=timeout, extra=extra) + "    ticket_zone loc:1m;\n" +
-                    server(n.port, STD_LOCATIONS))
+        n.configure(redis_zone(redis, timeout=timeout, extra=extra) + "    ticket_zone loc:1m;\n" + zones +
+                    server(n.port, STD_LOCATIONS + locations))
         n.must_start()
         nodes.append(n)
     wait_connected(nodes)
     return nodes
 
 
-def chooser(keys=3, seats=False, bulk=True, default_share=0.35):
-    """The default counter (/t), keys k0.. (/k), count=K batches (/b), and
-    with seats the max=500 counter (/max, count 1..5)."""
-    names = [f"k{i}" for i in range(keys)]
+def chooser(keys=3, seats=False, bulk=True, default_share=0.35, zone="r", at="", names=None):
+    """The default counter (/t), keys k0.. (or `names`: /k), count=K batches
+    (/b), and with seats the max=500 counter (/max, count 1..5); of zone
+    `zone`, at the paths counter_locations(zone, at) made."""
+    names = names or [f"k{i}" for i in range(keys)]
 
     def choose(rng, elapsed, client):
         x = rng.random()
         if x < default_share:
-            return ("r", None), "/t", 1
+            return (zone, None), f"{at}/t", 1
         x = rng.random()
         if seats and x < 0.3:
             c = rng.randint(1, 5)
-            return ("r", "seats"), f"/max?k=seats&count={c}", c
+            return (zone, "seats"), f"{at}/max?k=seats&count={c}", c
         if bulk and x < 0.5:
             c = rng.randint(1, 10)
-            return ("r", "bulk"), f"/b?k=bulk&count={c}", c
+            return (zone, "bulk"), f"{at}/b?k=bulk&count={c}", c
         k = rng.choice(names)
-        return ("r", k), f"/k?k={k}", 1
+        return (zone, k), f"{at}/k?k={k}", 1
     return choose
 
 
@@ -1053,6 +1069,44 @@ def redis_stop(run, args, check):
     healthy(check, *nodes)
 
 
+def signals_while_waiting(check, redis, a, b):
+    """Stops Redis until requests wait for it, reloads node A and quits node
+    B, lets Redis go on 0.6 s later, waits for the old workers to leave and
+    starts B again. Returns (t_stop, t_signals, t_cont, quit_took, reload_took)."""
+    redis.sig(signal.SIGSTOP)
+    time.sleep(0.4)
+    t_stop = time.monotonic() - 0.4
+    waiting = time.monotonic()
+    old_a = a.workers()
+    quit_group = [b.master] + b.workers()
+    rc_reload, out_reload = a.command("-s", "reload")
+    rc_quit, out_quit = b.command("-s", "quit")
+    check.expect(rc_reload == 0 and rc_quit == 0, f"nginx -s reload: {rc_reload} {out_reload!r}; "
+                 f"nginx -s quit: {rc_quit} {out_quit!r}")
+    time.sleep(0.6)
+    redis.sig(signal.SIGCONT)
+    t_cont = time.monotonic()
+    gone_b = fault.wait_gone(quit_group, 15)
+    quit_took = time.monotonic() - waiting
+    gone_a = fault.wait_gone(old_a, 15)
+    reload_took = time.monotonic() - waiting
+    check.expect(gone_b, "node B did not quit within 15 s")
+    check.expect(gone_a, "node A's old workers did not leave within 15 s of the reload")
+    b.must_start()
+    wait_connected([b])
+    return t_stop, waiting, t_cont, quit_took, reload_took
+
+
+def unanswered_at_signals(check, records, signals):
+    """Every request gets an answer, but one sent on an idle keep-alive
+    connection just as a signalled worker closes it (HTTP's usual race:
+    nginx read nothing of it, so it took no ticket)."""
+    unanswered = [r for r in records if r.status == 0 and
+                  not any(t - 0.005 <= r.sent <= t + 0.5 for t in signals)]
+    check.expect(not unanswered, f"{len(unanswered)} requests got no answer (not sent just at a signal): "
+                 + "; ".join(check.describe(r) for r in unanswered[:3]))
+
+
 @scenario
 def reload_quit(run, args, check):
     """nginx -s reload and a graceful quit under load, then while requests wait for a stopped Redis (redis_timeout=3s): waiting requests get their tickets."""
@@ -1066,29 +1120,8 @@ def reload_quit(run, args, check):
         marks["reload under load"] = time.monotonic()
         a.reload()
         time.sleep(0.7)
-        # requests wait for Redis: reload A, quit B, then let Redis go on
-        redis.sig(signal.SIGSTOP)
-        time.sleep(0.4)
-        t_stop = time.monotonic() - 0.4
-        waiting = time.monotonic()
+        t_stop, waiting, t_cont, quit_took, reload_took = signals_while_waiting(check, redis, a, b)
         marks["reload while waiting"] = waiting
-        old_a = a.workers()
-        quit_group = [b.master] + b.workers()
-        rc_reload, out_reload = a.command("-s", "reload")
-        rc_quit, out_quit = b.command("-s", "quit")
-        check.expect(rc_reload == 0 and rc_quit == 0, f"nginx -s reload: {rc_reload} {out_reload!r}; "
-                     f"nginx -s quit: {rc_quit} {out_quit!r}")
-        time.sleep(0.6)
-        redis.sig(signal.SIGCONT)
-        t_cont = time.monotonic()
-        gone_b = fault.wait_gone(quit_group, 15)
-        quit_took = time.monotonic() - waiting
-        gone_a = fault.wait_gone(old_a, 15)
-        reload_took = time.monotonic() - waiting
-        check.expect(gone_b, "node B did not quit within 15 s")
-        check.expect(gone_a, "node A's old workers did not leave within 15 s of the reload")
-        b.must_start()
-        wait_connected([b])
         time.sleep(1.0)
         # a quit while Redis stays stopped: nginx must not wait for it forever
         redis.sig(signal.SIGSTOP)
@@ -1104,14 +1137,7 @@ def reload_quit(run, args, check):
                      f"({'done' if gone else 'still running after 8 s'}; redis_timeout=3s)")
         time.sleep(0.5)
     records = check.absorb(load, "reload and quit", allowed=(200, 503, 0))
-    # Every request gets an answer, but one sent on an idle keep-alive
-    # connection just as a signalled worker closes it (HTTP's usual race:
-    # nginx read nothing of it, so it took no ticket).
-    signals = [marks["reload under load"], waiting, long_quit]
-    unanswered = [r for r in records if r.status == 0 and
-                  not any(t - 0.005 <= r.sent <= t + 0.5 for t in signals)]
-    check.expect(not unanswered, f"{len(unanswered)} requests got no answer (not sent just at a signal): "
-                 + "; ".join(check.describe(r) for r in unanswered[:3]))
+    unanswered_at_signals(check, records, [marks["reload under load"], waiting, long_quit])
     waited = [r for r in records if t_stop - 0.5 < r.sent < waiting < r.done]
     # A reload or quit lets a request waiting for Redis have its answer (its
     # command may be on its way: a 503 would make its numbers a gap).
@@ -1177,6 +1203,225 @@ def lease(run, args, check):
                                             f"fences {v['fences']}" for k, v in st.items()))
     check.stats.update(requests=len(records), statuses=count_statuses(records),
                        order_violations_within_a_node=per_node, order_violations_across=across)
+    healthy(check, *nodes)
+
+
+@scenario
+def lease_reload(run, args, check):
+    """lease=20: nginx -s reload and a graceful quit while requests wait for a lease's refill from a stopped Redis: they get their tickets; a resize reload: nothing twice."""
+    redis = Redis(run, "lease-reload-redis")
+    redis.start()
+    nodes = start_nodes(run, redis, "lease-reload", timeout="3s", extra=" lease=20")
+    a, b = nodes
+    with Load(nodes, chooser(keys=3, bulk=False), clients=args.clients, seconds=60) as load:
+        time.sleep(args.seconds)
+        # a lease of 20 runs dry within milliseconds: the requests then wait
+        # for the refill sent to the stopped Redis
+        t_stop, waiting, t_cont, quit_took, reload_took = signals_while_waiting(check, redis, a, b)
+        time.sleep(1.0)
+        # again with a reload that resizes the zone: its counters and leases
+        # move to the new zone, a refill arriving at the old one is a gap
+        conf = a.path("conf", "nginx.conf")
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(text.replace("ticket_zone r:1m ", "ticket_zone r:2m ", 1))
+        redis.sig(signal.SIGSTOP)
+        time.sleep(0.4)
+        resized = time.monotonic()
+        old_a = a.workers()
+        rc, out = a.command("-s", "reload")
+        check.expect(rc == 0, f"nginx -s reload (resize): {rc} {out!r}")
+        time.sleep(0.6)
+        redis.sig(signal.SIGCONT)
+        check.expect(fault.wait_gone(old_a, 15), "node A's old workers did not leave within 15 s of the resize")
+        time.sleep(1.0)
+    records = check.absorb(load, "reload and quit in lease mode", allowed=(200, 503, 0))
+    unanswered_at_signals(check, records, [waiting, resized])
+    at_resize = [r for r in records if r.node == "A" and resized - 0.9 < r.sent < resized < r.done]
+    check.expect(all(r.status == 200 or (r.body or b"").strip() == b"try again" for r in at_resize),
+                 f"node A's requests waiting at the resize: {count_statuses(at_resize)}, 503 bodies "
+                 f"{sorted({(r.body or b'').strip().decode() for r in at_resize if r.status == 503})} (200 or 503 try again)")
+    check.note(f"node A's requests waiting at the resize: {count_statuses(at_resize)}")
+    waited = [r for r in records if t_stop - 0.5 < r.sent < waiting < r.done]
+    # A refill comes to the zone the new workers share (a reload that keeps
+    # its size) or to a quitting nginx's own: either way the lease is Redis's
+    # grant, so the requests that waited for it have their tickets.
+    check.expect(waited and all(r.status == 200 for r in waited),
+                 f"requests waiting for a lease at the reload and quit: {count_statuses(waited)} "
+                 "(each should have its ticket once Redis went on)")
+    check.note(f"requests waiting for a refill at the signals: {len(waited)}, answered {count_statuses(waited)} "
+               f"within {max((r.done - waiting for r in waited), default=0):.3f} s of the signals; node B quit in "
+               f"{quit_took:.2f} s, node A's old workers left in {reload_took:.2f} s (Redis continued "
+               f"{t_cont - waiting:.2f} s after the signals)")
+    check_unique(check, records)
+    per_node = check_order(check, records, per_node=True, what=" within a node")
+    check.stats.update(requests=len(records), statuses=count_statuses(records),
+                       order_violations_within_a_node=per_node)
+    healthy(check, *nodes)
+
+
+# ---------------------------------------------------------------------------
+# non-default redis_prefix=
+
+# zone: (redis_prefix=, more zone arguments, path of its locations); beside
+# zone r under the default prefix ticket:, on the same Redis
+PREFIX_ZONES = {"s": ("app:tix:", "", "/s"), "p": ("{shop}:", " lease=50", "/p"),
+                "g": ("acme/tix v2 [*?]%#:", "", "/g"), "e": ("", "", "/e")}
+PREFIX_KEYS = ["k0", "a:b", "x;y", "{h}", "*?[", "p%2Fq"]  # keys as $arg_k gives them, byte for byte
+PREFIX_MAX = 200
+
+
+def redis_keys(redis):
+    """Every key of this (private) Redis, by SCAN without a pattern."""
+    keys, cursor = [], "0"
+    while True:
+        cursor, batch = redis.cmd("SCAN", cursor, "COUNT", 1000)
+        keys += batch
+        if cursor == "0":
+            return keys
+
+
+def prefix_layout(check, redis, stems, used, label):
+    """Every Redis key is a zone's stem (PREFIX + zone: its default counter, a
+    string), stem:KEY (a counter, a string) or stem;[KEY] (metadata, a hash)
+    of a counter the test used. Returns {counter: value}."""
+    keys = redis_keys(redis)
+    values, stray, wrong, default_prefix = {}, [], [], set()
+    for k in keys:
+        zone = max((z for z, s in stems.items() if k == s or (k.startswith(s) and k[len(s)] in ":;")),
+                   key=lambda z: len(stems[z]), default=None)
+        if k.startswith("ticket:"):
+            default_prefix.add(zone)
+        rest = "" if zone is None else k[len(stems[zone]):]
+        counter = (zone, rest[1:] or None)
+        if zone is None or rest == ":" or counter not in used:
+            stray.append(k)
+            continue
+        kind = redis.cmd("TYPE", k)
+        if kind != ("hash" if rest[:1] == ";" else "string"):
+            wrong.append(f"{k!r} is a {kind}")
+        elif rest[:1] != ";":
+            values[counter] = int(redis.cmd("GET", k))
+    check.expect(not stray, f"{label}: {len(stray)} Redis keys outside PREFIX+zone[:key|;key] of the counters "
+                 f"used (stems {sorted(stems.values())}): {sorted(stray)[:8]}")
+    check.expect(not wrong, f"{label}: Redis keys of the wrong type: {wrong[:5]}")
+    check.note(f"{label}: {len(keys)} Redis keys, {len(values)} counters; zones under ticket: "
+               f"{sorted(default_prefix, key=str)}")
+    return values
+
+
+@scenario
+def prefix(run, args, check):
+    """Other redis_prefix= values (app:tix:, {shop}: in lease mode, spaces and glob characters, empty) beside ticket: on one Redis: unique, ordered, every key under its prefix with the last ticket; kill -9."""
+    redis = Redis(run, "prefix-redis")
+    redis.start()
+    stems = {z: p + z for z, (p, _, _) in PREFIX_ZONES.items()}
+    stems["r"] = "ticket:r"
+    strict = {"r"} | {z for z, (_, extra, _) in PREFIX_ZONES.items() if "lease" not in extra}
+    zones = "".join(redis_zone(redis, z, extra=f' "redis_prefix={p}"{extra}')
+                    for z, (p, extra, _) in PREFIX_ZONES.items())
+    locations = "".join(counter_locations(z, at, PREFIX_MAX) +
+                        f"        location = {at}/admin {{ ticket_admin zone={z}; }}\n"
+                        for z, (_, _, at) in PREFIX_ZONES.items())
+    nodes = start_nodes(run, redis, "prefix", zones=zones, locations=locations)
+    for z in PREFIX_ZONES:
+        wait_connected(nodes, zone=z)
+    a, b = nodes
+    pickers = [(0.1, chooser(keys=1, bulk=False))] + [
+        (0.9 / len(PREFIX_ZONES), chooser(zone=z, at=at, names=PREFIX_KEYS, seats=z in strict, default_share=0.25))
+        for z, (_, _, at) in PREFIX_ZONES.items()]
+
+    def choose(rng, elapsed, client):
+        x = rng.random()
+        for share, pick in pickers:
+            if x < share:
+                break
+            x -= share
+        return pick(rng, elapsed, client)
+
+    def ordered(records, what):
+        s = [r for r in records if r.counter[0] in strict]
+        return (check_order(check, s, what=f" across nodes{what}") +
+                check_order(check, [r for r in records if r.counter[0] not in strict], per_node=True,
+                            what=f" within a node, lease mode{what}"))
+
+    # 1. no fault: unique, ordered, no gap, max= exact, Redis holds the last ticket
+    with Load(nodes, choose, clients=args.clients, seconds=60) as load:
+        time.sleep(args.seconds * 2)
+    rec1 = check.absorb(load, "no fault", allowed=(200, 410))
+    check.expect(all(r.counter[1] == "seats" for r in rec1 if r.status == 410),
+                 "410 on a counter without max=")
+    check_unique(check, rec1, "the run without fault")
+    violations = ordered(rec1, "")
+    check_batches(check, rec1)
+    used = {r.counter for r in rec1}
+    values = prefix_layout(check, redis, stems, used, "no fault")
+    for counter, recs in sorted(by_counter(rec1).items(), key=lambda x: fmt_counter(x[0])):
+        held, top = values.get(counter), max(r.last for r in recs)
+        if counter[0] in strict:
+            gaps = missing(recs, 1, held or 0)
+            check.expect(held == top and not gaps, f"{fmt_counter(counter)} at {stems[counter[0]]!r}: Redis holds "
+                         f"{held}, answered up to {top}; not handed out: {fmt_ranges(gaps)}")
+        else:
+            check.expect(held is not None and held >= top, f"{fmt_counter(counter)} (lease) at "
+                         f"{stems[counter[0]]!r}: Redis holds {held}, answered up to {top}")
+        check.expect(len(recs) < 10 or {r.node for r in recs} == {"A", "B"},
+                     f"{fmt_counter(counter)} answered only by {({r.node for r in recs})}")
+    for z in strict - {"r"}:
+        seats = [r for r in rec1 if r.counter == (z, "seats") and r.status == 200]
+        granted = sum(r.last - r.first + 1 for r in seats)
+        check.expect(granted == PREFIX_MAX == values.get((z, "seats")) == max((r.last for r in seats), default=None),
+                     f"{z}[seats] max={PREFIX_MAX}: {granted} granted, Redis holds {values.get((z, 'seats'))}")
+
+    # 2. admin on the zone with the oddest prefix: a move on B, a take on A, a delete
+    g, at = stems["g"], PREFIX_ZONES["g"][2]
+    got = [take(a, f"{at}/k?k=adm") for _ in range(3)]
+    s1, body1 = one(b, "POST", f"{at}/admin?key=adm&next=5000")
+    held1, t1 = redis.cmd("GET", f"{g}:adm"), take(a, f"{at}/k?k=adm")
+    s2, body2 = one(a, "DELETE", f"{at}/admin?key=adm")
+    gone = redis.cmd("EXISTS", f"{g}:adm", f"{g};adm")
+    s3, _ = one(b, "GET", f"{at}/admin?key=adm")
+    check.expect((got, s1, held1, t1, s2, gone, s3) == ([1, 2, 3], 200, "4999", 5000, 200, 0, 404),
+                 f"admin at {g!r}: takes {got}, POST next=5000 on B {s1} {body1!r}, Redis then {held1!r}, "
+                 f"A took {t1}, DELETE on A {s2} {body2!r}, keys left {gone}, GET on B {s3}")
+
+    # 3. kill -9 of Redis and a restart on its directory under load: fenced once, nothing again
+    fences = {z: int(redis.cmd("HGET", s + ";", "fence") or 0) for z, s in stems.items()}
+    with Load(nodes, choose, clients=args.clients, seconds=60) as load:
+        time.sleep(args.seconds)
+        t_kill, t_start, t_ready = outage_cycle(redis, args.outage)
+        time.sleep(2.5)
+    rec2 = check.absorb(load, "kill -9 of Redis", allowed=(200, 410, 503))
+    unavailable_bodies(check, rec2, "kill -9")
+    strict2 = [r for r in rec2 if r.counter[0] in strict]
+    check_outage(check, strict2, nodes, t_kill, t_start, t_ready, "kill -9")
+    for c, (before, after, node) in jumps(strict2, t_kill, t_start).items():
+        check.expect(after > before, f"{fmt_counter(c)} went on at {after} (node {node}) after {before} was answered")
+    records = rec1 + rec2
+    check_unique(check, records)
+    violations += ordered(records, " over the restart")
+    check_batches(check, rec2)
+    fences2 = {z: int(redis.cmd("HGET", s + ";", "fence") or 0) for z, s in stems.items()}
+    check.expect(all(fences2[z] == fences[z] + 1 for z in stems), f"fence epochs {fences} -> {fences2} (+1 expected)")
+    values = prefix_layout(check, redis, stems, used | {r.counter for r in rec2}, "after the restart")
+    exact = 0
+    for counter, recs in by_counter(records).items():
+        held, top = values.get(counter), max(r.last for r in recs)
+        first = first_ok_after(recs, t_start)
+        settled = counter[0] in strict and counter[1] != "seats" and first is not None and not any(
+            r.counter == counter and r.status != 200 and r.sent >= first.sent for r in rec2)
+        exact += settled
+        check.expect(held is not None and (held == top if settled else held >= top),
+                     f"after the restart {fmt_counter(counter)} at {stems[counter[0]]!r}: Redis holds {held}, "
+                     f"answered up to {top}")
+    over = [r for r in records if r.status == 200 and r.counter[1] == "seats" and r.last > PREFIX_MAX]
+    check.expect(not over, f"{len(over)} seats past max={PREFIX_MAX}: "
+                 + "; ".join(check.describe(r) for r in over[:2]))
+    check.note(f"fence epochs {fences} -> {fences2}; {exact} counters hold exactly their last ticket, the others "
+               "at least it; seats after the restart: " +
+               ", ".join(f"{z} {values.get((z, 'seats'))}" for z in sorted(strict - {"r"})))
+    check.stats.update(requests=len(records), statuses=count_statuses(records), order_violations=violations)
     healthy(check, *nodes)
 
 

@@ -329,10 +329,14 @@ unsafe fn authority_gone(ctx: *mut c_void) {
     crate::redis::forget(&asking.queue, asking.id);
 }
 
+/// A shutdown lets the refill come, as for a Redis reply: a zone this worker
+/// keeps (a reload that did not resize it) is the new workers' zone too, so
+/// the lease lands where they also take from; a zone a reload replaced
+/// answers the woken request "try again" (its counters are closed).
 static LEASE: WaitKind = WaitKind {
     resume: resume_lease,
     gone: None,
-    at_shutdown: AtShutdown::Resume,
+    at_shutdown: AtShutdown::Wait,
 };
 
 fn wait_for_lease(r: &mut ngx_http_request_t, request: TakeRequest, zone: &ZoneConf) -> ngx_int_t {
@@ -382,8 +386,8 @@ unsafe fn resume_lease(r: &mut ngx_http_request_t, ctx: *mut c_void, why: Wake) 
     let request = unsafe { *ctx.cast::<TakeRequest>() };
     match why {
         Wake::Ready => answer(r, request),
-        Wake::Deadline => refuse(r, Refusal::Unavailable),
-        Wake::Shutdown => refuse(r, Refusal::Replaced),
+        // a shutdown lets the refill come (AtShutdown::Wait): only a deadline
+        Wake::Deadline | Wake::Shutdown => refuse(r, Refusal::Unavailable),
     }
 }
 
