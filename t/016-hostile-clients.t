@@ -7,8 +7,9 @@
 # may show under valgrind, and the numbers handed out afterwards go on
 # without a duplicate.
 #
-# A block's --- attack section is Perl, run after its last response with
-# the helpers below (raw sockets, loopback only, every wait bounded).
+# A block's --- attack section is Perl run after its last response
+# (t/lib/AfterBlock.pm), with the helpers below (raw sockets, loopback
+# only, every wait bounded).
 use lib 't/lib';
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
@@ -17,6 +18,7 @@ use Socket qw(SOL_SOCKET);
 use Test::More;
 use Test::Nginx::Socket 'no_plan';
 use Time::HiRes qw(sleep time);
+use AfterBlock;
 use Parked;
 use PromCheck;
 use RedisServer;
@@ -99,29 +101,26 @@ sub worker_alive {
     Parked::worker_survived($Name);
 }
 
-# --- attack: Perl run after the block's last response.
 # --- json_keys: the keys (a Perl list) the block's last response, a JSON
 # status page, must hold, in any order, besides the default counter's null.
+# Checked before the block's --- attack runs.
 Test::Nginx::Socket::add_response_body_check(sub {
-    my ($block, $body, $req_idx, $repeated_req_idx, $dry_run) = @_;
-    my $requests = $block->pipelined_requests // $block->request;
-    return if $req_idx != (ref $requests eq 'ARRAY' ? @$requests : 1) - 1;
-    return if $dry_run;
-    $Name = $block->name;
-    if (defined(my $want = $block->json_keys)) {
-        my $page = eval { JSON::PP->new->utf8->decode($body) };
-        ok($page, "$Name - the status page is valid JSON (UTF-8)") or diag "$@: $body";
-        my @keys = sort map { $_->{key} // '(default)' }
-                   map { @{ $_->{counters} } } values %{ $page->{zones} // {} };
-        my @expected = sort('(default)', eval $want);
-        die "$Name: --- json_keys: $@" if $@;
-        is_deeply(\@keys, \@expected, "$Name - every key, one to one");
-    }
-    if (defined(my $code = $block->attack)) {
-        eval $code;
-        die "$Name: --- attack: $@" if $@;
-    }
+    my ($block, $body) = @_;
+    return unless AfterBlock::last_response(@_);
+    my $want = $block->json_keys;
+    return unless defined $want;
+    my $name = $block->name;
+    my $page = eval { JSON::PP->new->utf8->decode($body) };
+    ok($page, "$name - the status page is valid JSON (UTF-8)") or diag "$@: $body";
+    my @keys = sort map { $_->{key} // '(default)' }
+               map { @{ $_->{counters} } } values %{ $page->{zones} // {} };
+    my @expected = sort('(default)', eval $want);
+    die "$name: --- json_keys: $@" if $@;
+    is_deeply(\@keys, \@expected, "$name - every key, one to one");
 });
+
+# --- attack, evaled here so that it sees this file's variables
+AfterBlock::install(attack => \$Name, sub { eval $_[0] });
 
 workers(2);
 master_on();

@@ -6,15 +6,17 @@
 # file starts) the same holds: a refused move sends nothing, or the script
 # refuses before it writes.
 #
-# A block's --- after section is Perl, run after its last response, with
-# `ask(METHOD, URI)` ("STATUS BODY", a connection of its own), `facts(PATH)`
-# (t/lib/StateFile.pm) and `$Slow` (valgrind).
+# A block's --- after section is Perl run after its last response
+# (t/lib/AfterBlock.pm), with `ask(METHOD, URI)` ("STATUS BODY", a
+# connection of its own), `facts(PATH)` (t/lib/StateFile.pm) and `$Slow`
+# (valgrind).
 use lib 't/lib';
 use Fcntl qw(O_RDONLY O_DIRECTORY LOCK_EX LOCK_UN);
 use File::Temp qw(tempdir);
 use Test::More;
 use Test::Nginx::Socket 'no_plan';
 use Time::HiRes qw(sleep);
+use AfterBlock;
 use RedisServer;
 use StateFile qw(frame mark facts);
 use Steps;
@@ -47,17 +49,8 @@ sub append_as_another_nginx {
     close $lock;
 }
 
-Test::Nginx::Socket::add_response_body_check(sub {
-    my ($block, $body, $req_idx, $repeated_req_idx, $dry_run) = @_;
-    my $requests = $block->pipelined_requests // $block->request;
-    return if $req_idx != (ref $requests eq 'ARRAY' ? @$requests : 1) - 1;
-    return if $dry_run;
-    $Name = $block->name;
-    if (defined(my $code = $block->after)) {
-        eval $code;
-        die "$Name: --- after: $@" if $@;
-    }
-});
+# evaled here so that it sees this file's variables
+AfterBlock::install(after => \$Name, sub { eval $_[0] });
 
 workers(2);
 master_on();

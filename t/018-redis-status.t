@@ -8,8 +8,9 @@
 # break the page or the worker. Each block uses zones of its own (HUP mode
 # reloads between blocks; Redis keeps every block's counters anyway).
 #
-# A block's --- scenario section is Perl, run after its last response, with
-# the helpers below (loopback only, every wait bounded).
+# A block's --- scenario section is Perl run after its last response
+# (t/lib/AfterBlock.pm), with the helpers below (loopback only, every wait
+# bounded).
 use lib 't/lib';
 use IO::Handle;
 use JSON::PP ();
@@ -19,6 +20,7 @@ use File::Temp qw(tempfile);
 use Test::More;
 use Test::Nginx::Socket 'no_plan';
 use Time::HiRes qw(sleep time);
+use AfterBlock;
 use Parked;
 use RedisServer;
 
@@ -401,17 +403,8 @@ sub read_page_slowly {
     return $body;
 }
 
-Test::Nginx::Socket::add_response_body_check(sub {
-    my ($block, $body, $req_idx, $repeated_req_idx, $dry_run) = @_;
-    my $requests = $block->pipelined_requests // $block->request;
-    return if $req_idx != (ref $requests eq 'ARRAY' ? @$requests : 1) - 1;
-    return if $dry_run;
-    $Name = $block->name;
-    if (defined(my $code = $block->scenario)) {
-        eval $code;
-        die "$Name: --- scenario: $@" if $@;
-    }
-});
+# evaled here so that it sees this file's variables
+AfterBlock::install(scenario => \$Name, sub { eval $_[0] });
 
 workers(2);
 master_on();
