@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use crate::core::redis::url::RedisUrl;
+use crate::core::redis::url::{redact_raw, RedisUrl};
 
 /// Smallest zone we accept: 8 pages, as nginx's own zone-based modules require.
 pub const MIN_ZONE_SIZE: usize = 8 * 4096;
@@ -36,9 +36,11 @@ impl fmt::Display for ConfError {
     }
 }
 
+/// Quotes the word without a password it may carry (see [`redact_raw`]).
 fn invalid_value(directive: &str, value: &str) -> ConfError {
     ConfError(format!(
-        "invalid value \"{value}\" in \"{directive}\" directive"
+        "invalid value \"{}\" in \"{directive}\" directive",
+        redact_raw(value)
     ))
 }
 
@@ -71,16 +73,20 @@ fn named_params<'a>(
     known: &[&str],
 ) -> Result<Vec<(&'a str, &'a str, &'a str)>, ConfError> {
     let mut seen: Vec<(&str, &str, &str)> = Vec::with_capacity(words.len());
+    // A misspelled `redis=` (or a URL missing its `redis=`) may carry a
+    // password: the error quotes the word without it.
+    let invalid = |word: &str| {
+        ConfError(format!(
+            "invalid parameter \"{}\" in \"{directive}\" directive",
+            redact_raw(word)
+        ))
+    };
     for &word in words {
         let Some((name, value)) = word.split_once('=') else {
-            return Err(ConfError(format!(
-                "invalid parameter \"{word}\" in \"{directive}\" directive"
-            )));
+            return Err(invalid(word));
         };
         if !known.contains(&name) {
-            return Err(ConfError(format!(
-                "invalid parameter \"{word}\" in \"{directive}\" directive"
-            )));
+            return Err(invalid(word));
         }
         if seen.iter().any(|(n, _, _)| *n == name) {
             return Err(ConfError(format!(
@@ -585,6 +591,25 @@ mod tests {
             err,
             "invalid parameter \"colour=red\" in \"ticket_zone\" directive"
         );
+        // A misspelled redis= or a bare URL: the error never shows a password.
+        for (word, shown) in [
+            (
+                "Redis=redis://:hunter2@127.0.0.1:6379",
+                "Redis=redis://:***@127.0.0.1:6379",
+            ),
+            (
+                "redis_url=redis://alice:hunter2@h/1",
+                "redis_url=redis://alice:***@h/1",
+            ),
+            ("redis://u:hunter2@h", "redis://u:***@h"),
+        ] {
+            let err = parse_zone_args(&["t:1m", word]).unwrap_err().0;
+            assert!(!err.contains("hunter2"), "{err}");
+            assert_eq!(
+                err,
+                format!("invalid parameter \"{shown}\" in \"ticket_zone\" directive")
+            );
+        }
     }
 
     #[test]

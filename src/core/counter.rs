@@ -64,6 +64,18 @@ pub const FLAG_DRAINED: u64 = 2;
 /// `flags`: Redis zones: the zone's metadata in Redis was lost since this
 /// node last heard of the counter (see `core::redis::known`).
 pub const FLAG_EPOCH_LOST: u64 = 4;
+/// `flags`: `max=` as last used is 2^64-1, which `limit` (max plus one)
+/// cannot hold.
+pub const FLAG_MAX_TOP: u64 = 8;
+
+/// `limit` and whether [`FLAG_MAX_TOP`] is set, for a `max=`.
+fn limit_of(max: Option<u64>) -> (u64, bool) {
+    match max {
+        Some(u64::MAX) => (u64::MAX, true),
+        Some(max) => (max + 1, false),
+        None => (0, false),
+    }
+}
 
 /// A counter cell. `#[repr(C)]`: laid out in shared memory that every worker
 /// maps, and across reloads of the same module build.
@@ -80,7 +92,8 @@ pub struct Counter {
     /// current one runs out (another nginx took the numbers in between).
     pending_lo: AtomicU64,
     pending_hi: AtomicU64,
-    /// `max=` plus one as last used, for the status page; 0 when unlimited.
+    /// `max=` plus one as last used, for the status page; 0 when unlimited
+    /// (2^64-1: u64::MAX with [`FLAG_MAX_TOP`]).
     limit: AtomicU64,
     /// Unix time (milliseconds) of the last take or creation.
     used: AtomicU64,
@@ -225,12 +238,15 @@ impl Counter {
         let (lo, hi) = view.pending.unwrap_or((0, 0));
         self.pending_lo.store(lo, Ordering::Relaxed);
         self.pending_hi.store(hi, Ordering::Relaxed);
-        self.limit.store(
-            view.max.map_or(0, |m| m.saturating_add(1)),
-            Ordering::Relaxed,
-        );
+        let (limit, top) = limit_of(view.max);
+        self.limit.store(limit, Ordering::Relaxed);
         self.remote_gen.store(view.remote_gen, Ordering::Relaxed);
-        self.flags.store(view.flags, Ordering::Release);
+        let flags = if top {
+            view.flags | FLAG_MAX_TOP
+        } else {
+            view.flags & !FLAG_MAX_TOP
+        };
+        self.flags.store(flags, Ordering::Release);
     }
 
     /// The first ticket; the first caller's `start` wins and stays, like a
@@ -255,10 +271,18 @@ impl Counter {
         if self.used.load(Ordering::Relaxed) != ask.now {
             self.used.store(ask.now, Ordering::Relaxed);
         }
-        if let Some(max) = ask.max {
-            let limit = max.saturating_add(1);
+        if ask.max.is_some() {
+            let (limit, top) = limit_of(ask.max);
             if self.limit.load(Ordering::Relaxed) != limit {
                 self.limit.store(limit, Ordering::Relaxed);
+            }
+            let flags = self.flags.load(Ordering::Relaxed);
+            if (flags & FLAG_MAX_TOP != 0) != top {
+                if top {
+                    self.add_flags(FLAG_MAX_TOP);
+                } else {
+                    self.clear_flags(FLAG_MAX_TOP);
+                }
             }
         }
     }
@@ -580,16 +604,22 @@ impl Counter {
 
     pub fn view(&self) -> CounterView {
         let word = self.word.load(Ordering::Acquire);
+        let flags = self.flags.load(Ordering::Acquire);
+        let limit = self.limit.load(Ordering::Relaxed);
         CounterView {
             gen: gen_of(word),
             start: self.base.load(Ordering::Acquire).checked_sub(1),
             issued: count_of(word),
             reserved: self.reserved.load(Ordering::Acquire),
             pending: self.pending(),
-            max: self.limit.load(Ordering::Relaxed).checked_sub(1),
+            max: if flags & FLAG_MAX_TOP != 0 {
+                Some(u64::MAX)
+            } else {
+                limit.checked_sub(1)
+            },
             used: self.used.load(Ordering::Relaxed),
             remote_gen: self.remote_gen.load(Ordering::Acquire),
-            flags: self.flags.load(Ordering::Acquire),
+            flags,
         }
     }
 }
@@ -642,6 +672,38 @@ mod tests {
         assert_eq!(tickets(c.take(0, &ask(1, 2, None))), (4, 2));
         assert_eq!(c.view().last(), Some(5));
         assert_eq!(c.view().next(), Some(6));
+    }
+
+    #[test]
+    fn the_top_of_u64_is_a_max_like_any_other() {
+        let c = Counter::default();
+        let top = u64::MAX;
+        assert_eq!(
+            tickets(c.take(0, &ask(top - 2, 2, Some(top)))),
+            (top - 2, 2)
+        );
+        assert_eq!(c.view().max, Some(top), "shown as configured");
+        assert_eq!(c.view().next(), Some(top), "one ticket left");
+        // carried to another zone (a resize) as it is
+        let moved = Counter::default();
+        moved.adopt(&c.view());
+        assert_eq!(moved.view().max, Some(top));
+        assert_eq!(tickets(c.take(0, &ask(top - 2, 1, Some(top)))), (top, 1));
+        // reloads that move max= away from the top and back: each shown
+        let c = Counter::default();
+        assert_eq!(
+            tickets(c.take(0, &ask(top - 9, 1, Some(top)))),
+            (top - 9, 1)
+        );
+        assert_eq!(tickets(c.take(0, &ask(0, 1, Some(top - 1)))), (top - 8, 1));
+        assert_eq!(c.view().max, Some(top - 1));
+        moved.adopt(&c.view());
+        assert_eq!(moved.view().max, Some(top - 1));
+        assert_eq!(tickets(c.take(0, &ask(0, 1, Some(top)))), (top - 7, 1));
+        assert_eq!(c.view().max, Some(top));
+        let none = Counter::default();
+        assert_eq!(tickets(none.take(0, &ask(1, 1, None))), (1, 1));
+        assert_eq!(none.view().max, None);
     }
 
     #[test]

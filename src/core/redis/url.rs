@@ -299,7 +299,8 @@ fn push_percent_encoded(out: &mut String, text: &str) {
 
 /// The raw text with whatever could be a password replaced by `***`: everything
 /// after the first ':' of the credentials, or all of them when there is no ':'.
-fn redact_raw(text: &str) -> String {
+/// For any configuration text an error quotes (a misspelled `redis=` too).
+pub fn redact_raw(text: &str) -> String {
     let start = text.find("://").map_or(0, |i| i + 3);
     let (Some(head), Some(after_head)) = (text.get(..start), text.get(start..)) else {
         return text.to_string();
