@@ -140,6 +140,24 @@ pub extern "C" fn ticket_zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_v
                 );
                 return error();
             }
+            // The outgoing workers make keys until the carry-over: no more
+            // than the new zone fits, or one left behind would start again
+            // from `start` once room frees there.
+            let limit = if capacity < old.capacity() {
+                capacity
+            } else {
+                0
+            };
+            old.limit_keys(limit);
+            if limit > 0 {
+                ngx_log_error!(
+                    NGX_LOG_NOTICE,
+                    log,
+                    "ticket zone \"{}\" holds no more than {} keys until the reload is done",
+                    zone.name,
+                    limit
+                );
+            }
             ok()
         }
         // A zone new to this master: its counters come from the state file.
@@ -163,6 +181,10 @@ fn reuse(
     // SAFETY: the old zone's block, in this same (reused) memory.
     match unsafe { memory_at(old_memory.header.cast(), shpool) } {
         Ok(memory) => {
+            // a shrink that did not happen (its reload failed) limits no more
+            if let Some(shared) = memory.shared() {
+                shared.limit_keys(0);
+            }
             zone.memory = Some(memory);
             let before = old.durable.as_ref().map(|d| d.path.as_path());
             match crate::durable::adopt(zone, before, log) {

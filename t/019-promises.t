@@ -20,6 +20,8 @@
 #   with ";" (the separator of the counters' metadata hashes) stops nginx.
 # - The admin API and status pages show max= as configured, also 2^64-1.
 # - "Passwords never appear in the error log", also for a misspelled redis=.
+# - While a reload shrinks a zone, no key is made that the new zone could
+#   not hold (it would start again from start= later).
 #
 # As in t/009-durable.t, use_hup() makes a --- must_die block the only way
 # nginx stops, in every mode: the block after it starts nginx afresh (its
@@ -600,3 +602,54 @@ GET /t
 invalid parameter "Redis=redis://alice:***@127.0.0.1:
 --- no_error_log
 hunter2
+
+
+
+=== TEST 12: while a reload shrinks a zone, no key is made past what the new zone fits; a failed one limits until the next reload
+# README (ticket_zone): "when a reload changes the size, the counters are
+# carried over into the new zone". Keys the outgoing workers made between
+# the new zone's size check and the carry-over could miss a room there and
+# start again from start= once room freed: the old zone now makes no key
+# past what the new one fits. Seen here through a shrinking reload that
+# fails after the zones were laid out (its new listen port is taken): the
+# old workers keep serving, no more keys than the 32k zone fits, until a
+# reload that keeps the size lifts the limit.
+--- http_config
+    ticket_zone p12:64k; # shrink here
+--- config
+    location = /k { ticket_counter zone=p12 key=$arg_k; }
+--- pipelined_requests eval
+[map { "GET /k?k=key$_" } 1 .. 100]
+--- response_body eval
+[("1\n") x 100]
+--- timeout: 120
+--- after
+my $busy = IO::Socket::INET->new(Listen => 5, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+    or die "a port to hold: $!";
+my $port = $busy->sockport;
+my $logged = reload_with('ticket_zone p12:64k; # shrink here',
+                         "ticket_zone p12:32k; server { listen 127.0.0.1:$port; }",
+                         qr/holds no more than (\d+) keys until the reload is done[^\n]*\n(?s:.*)bind\(\) to 127\.0\.0\.1:$port failed/);
+ok($logged, "$Name - the shrinking reload failed after laying out the zones");
+my ($fits) = defined $logged ? $logged =~ /(\d+)/ : ();
+$fits //= 0;
+ok($fits > 100 && $fits < 200, "$Name - the 32k zone fits $fits keys");
+sleep 1 * $Slow;    # a failed reload leaves the old workers serving
+my @made = grep { $_->[1] ne "200 1\n" } map { [$_, ask(GET => "/k?k=new$_")] } 101 .. $fits;
+is(scalar(@made), 0, "$Name - keys up to $fits are made")
+    or diag(join '; ', map { "new$_->[0]: $_->[1]" } @made[0 .. ($#made < 4 ? $#made : 4)]);
+is(ask(GET => '/k?k=one-too-many'), "503 ticket zone full\n", "$Name - no key past $fits");
+is(ask(GET => '/k?k=key7'), "200 2\n", "$Name - the keys made go on");
+close $busy;
+my $lifted = reload_with("ticket_zone p12:32k; server { listen 127.0.0.1:$port; }",
+                         'ticket_zone p12:64k; # shrink here', qr/reconfiguring|signal process started/);
+my $deadline = time + 30 * $Slow;
+my $got = '';
+while (time < $deadline) {
+    $got = ask(GET => '/k?k=one-too-many');
+    last if $got eq "200 1\n";
+    sleep 0.2;
+}
+is($got, "200 1\n", "$Name - a reload that keeps the size lifts the limit");
+--- no_error_log
+[alert]

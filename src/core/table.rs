@@ -91,8 +91,13 @@ pub struct ZoneHeader {
     closed: AtomicU64,
     /// Redis zones: what this nginx last saw of its authority.
     pub remote: RemoteState,
+    /// While a reload shrinks the zone: the keys the new zone fits (0: no
+    /// limit). Keys made between the size check and the carry-over must
+    /// fit too, or a key left behind would start again once room frees.
+    /// (Was padding, always 0: an older build's zone has no limit.)
+    key_limit: AtomicU64,
     /// Keeps the hot default counter on cache lines of its own.
-    _pad: [AtomicU64; 4],
+    _pad: [AtomicU64; 3],
     /// The counter of `ticket_counter` without `key=`.
     default: Counter,
     _pad_after: [AtomicU64; 7],
@@ -363,6 +368,21 @@ impl<'z> SharedZone<'z> {
         self.header.closed.load(Ordering::Acquire) != 0
     }
 
+    /// A reload is moving the keys into a zone that fits `keys` of them (0:
+    /// none is, or the new zone fits all this one can hold): no key is made
+    /// past that many until then. Set in the master, read under the lock.
+    pub fn limit_keys(&self, keys: u64) {
+        self.header.key_limit.store(keys, Ordering::SeqCst);
+    }
+
+    /// See [`limit_keys`](Self::limit_keys).
+    pub fn key_limit(&self) -> Option<u64> {
+        match self.header.key_limit.load(Ordering::Acquire) {
+            0 => None,
+            keys => Some(keys),
+        }
+    }
+
     fn hash(&self, key: &[u8]) -> (usize, u64) {
         let seed = [
             self.header.seed[0].load(Ordering::Relaxed),
@@ -479,7 +499,9 @@ impl<'z> SharedZone<'z> {
             Lookup::Busy => return Err(KeyError::Busy),
             Lookup::Absent => {}
         }
-        if self.used() >= self.capacity() {
+        if self.used() >= self.capacity()
+            || self.key_limit().is_some_and(|keys| self.used() >= keys)
+        {
             return Err(KeyError::Full);
         }
         let (home, tag) = self.hash(key);
@@ -850,6 +872,33 @@ pub mod tests {
         for i in 0..z.capacity() {
             assert_eq!(take(create(&z, l, format!("k{i}").as_bytes())), 1);
         }
+    }
+
+    #[test]
+    fn while_a_shrink_is_pending_no_key_is_made_past_what_the_new_zone_fits() {
+        let zone = HeapZone::new(32 * 1024);
+        let (z, l) = (zone.zone(), &zone.lock);
+        for i in 0..3 {
+            create(&z, l, format!("k{i}").as_bytes());
+        }
+        z.limit_keys(5);
+        assert_eq!(z.key_limit(), Some(5));
+        create(&z, l, b"k3");
+        create(&z, l, b"k4");
+        assert_eq!(
+            z.find_or_create(b"k5", 1, 0, l).err(),
+            Some(KeyError::Full),
+            "the new zone fits 5"
+        );
+        // keys already there still answer; a retired one frees room
+        assert_eq!(take(create(&z, l, b"k0")), 1);
+        z.retire(b"k1", None, l);
+        create(&z, l, b"k5");
+        // a reload that keeps the size lifts it
+        z.limit_keys(0);
+        assert_eq!(z.key_limit(), None);
+        create(&z, l, b"k6");
+        assert_eq!(z.used(), 6);
     }
 
     #[test]
