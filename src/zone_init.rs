@@ -288,8 +288,8 @@ pub fn carry_over(zone: &mut ZoneConf, log: *mut ngx_log_t) {
         if carried == 1 { "" } else { "s" }
     );
     if dropped > 0 {
-        // Only keys created by outgoing workers during the reload can miss a
-        // room; the zone is full, so they cannot be created anew from `start`.
+        // Not expected: the size check refused a zone too small, and the
+        // outgoing workers made no key past the new capacity (limit_keys).
         ngx_log_error!(
             NGX_LOG_EMERG,
             log,
