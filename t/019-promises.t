@@ -22,6 +22,8 @@
 # - "Passwords never appear in the error log", also for a misspelled redis=.
 # - While a reload shrinks a zone, no key is made that the new zone could
 #   not hold (it would start again from start= later).
+# - A redis= that reaches something else (a web server): 503, logged, no
+#   ticket, no crash.
 #
 # As in t/009-durable.t, use_hup() makes a --- must_die block the only way
 # nginx stops, in every mode: the block after it starts nginx afresh (its
@@ -653,3 +655,30 @@ while (time < $deadline) {
 is($got, "200 1\n", "$Name - a reload that keeps the size lifts the limit");
 --- no_error_log
 [alert]
+
+
+
+=== TEST 13: redis= pointed at something that is not Redis (here an HTTP server): 503, said, and the worker goes on
+# README (When Redis fails): "Unreachable or too slow: 503 ticket authority
+# unavailable ..., one log line when it goes away ...; other locations of
+# the worker keep answering. Never a locally made ticket." An operator's
+# wrong port may be a web server: it answers the handshake with an HTTP
+# error, which must be a protocol error, never a ticket or a crash.
+--- http_config
+    ticket_zone p13:1m redis=redis://127.0.0.1:$TEST_NGINX_SERVER_PORT redis_timeout=2s;
+    ticket_zone p13l:1m;
+--- config
+    location = /t { ticket_counter zone=p13; }
+    location = /l { ticket_counter zone=p13l; }
+--- pipelined_requests eval
+["GET /t", "GET /l", "GET /t", "GET /l"]
+--- error_code eval
+[503, 200, 503, 200]
+--- response_body eval
+["ticket authority unavailable\n", "1\n", "ticket authority unavailable\n", "2\n"]
+--- wait: 0.5
+--- error_log eval
+qr/ticket: redis redis:\/\/127\.0\.0\.1:\d+\/0 is unavailable: not a Redis reply \(unknown RESP type byte 0x48\)/
+--- no_error_log
+[alert]
+[crit]

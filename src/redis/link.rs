@@ -373,20 +373,45 @@ impl Link {
                 if n == Status::NGX_AGAIN.0 {
                     break;
                 }
-                if n == 0 {
-                    return Err("connection closed by redis".into());
-                }
                 if n < 0 {
                     return Err("recv() failed".into());
                 }
+                // Replies are taken as each chunk comes, also before an
+                // end of stream: a peer that is not Redis is told by what
+                // it sent, and one that streams is stopped by the decoder's
+                // bounds or by a reply nobody asked for, not by memory.
                 self.decoder.feed(&buf[..n as usize]);
+                self.take_replies(events)?;
+                if n == 0 {
+                    return Err("connection closed by redis".into());
+                }
             }
         }
+        // SAFETY: our live connection.
+        unsafe {
+            let rev = (*c).read;
+            if self.expects.is_empty() {
+                if (*rev).timer_set() != 0 {
+                    nginx_sys::ngx_del_timer(rev);
+                }
+            } else {
+                // progress: the next reply gets the whole timeout
+                nginx_sys::ngx_add_timer(rev, self.timeout);
+            }
+            if ngx_handle_read_event(rev, 0) != Status::NGX_OK.0 {
+                return Err("could not wait for the connection".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out every complete reply the decoder holds.
+    fn take_replies(&mut self, events: &mut Vec<Event>) -> Result<(), String> {
         loop {
             let value = match self.decoder.next_value() {
                 Ok(Some(value)) => value,
                 Ok(None) => break,
-                Err(err) => return Err(format!("protocol error: {err:?}")),
+                Err(err) => return Err(format!("not a Redis reply ({err})")),
             };
             match self.expects.pop_front() {
                 Some(Expect::Handshake) => {
@@ -407,21 +432,6 @@ impl Link {
                 }
                 Some(Expect::Owner(id)) => events.push(Event::Reply(id, value)),
                 None => return Err("a reply nobody asked for".into()),
-            }
-        }
-        // SAFETY: our live connection.
-        unsafe {
-            let rev = (*c).read;
-            if self.expects.is_empty() {
-                if (*rev).timer_set() != 0 {
-                    nginx_sys::ngx_del_timer(rev);
-                }
-            } else {
-                // progress: the next reply gets the whole timeout
-                nginx_sys::ngx_add_timer(rev, self.timeout);
-            }
-            if ngx_handle_read_event(rev, 0) != Status::NGX_OK.0 {
-                return Err("could not wait for the connection".into());
             }
         }
         Ok(())
