@@ -127,28 +127,40 @@ pub extern "C" fn ticket_zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_v
     zone.memory = Some(memory);
 
     zone.carry_from = find_old_zone(shm_zone);
-    match zone.carry_from.as_ref().and_then(ZoneMemory::shared) {
-        Some(old) => {
-            if old.used() > capacity {
-                ngx_log_error!(
-                    NGX_LOG_EMERG,
-                    log,
-                    "ticket zone \"{}\" is too small for the {} keys it holds, it fits {}",
-                    zone.name,
-                    old.used(),
-                    capacity
-                );
-                return error();
-            }
+    match zone
+        .carry_from
+        .as_ref()
+        .and_then(|m| Some((m, m.shared()?)))
+    {
+        Some((old_memory, old)) => {
             // The outgoing workers make keys until the carry-over: no more
             // than the new zone fits, or one left behind would start again
-            // from `start` once room frees there.
+            // from `start` once room frees there. Set under the zone's lock,
+            // which every key's making takes, so the count read with it is
+            // the most there will be.
             let limit = if capacity < old.capacity() {
                 capacity
             } else {
                 0
             };
+            old_memory.lock();
             old.limit_keys(limit);
+            let used = old.used();
+            if used > capacity {
+                old.limit_keys(0);
+            }
+            old_memory.unlock();
+            if used > capacity {
+                ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    log,
+                    "ticket zone \"{}\" is too small for the {} keys it holds, it fits {}",
+                    zone.name,
+                    used,
+                    capacity
+                );
+                return error();
+            }
             if limit > 0 {
                 ngx_log_error!(
                     NGX_LOG_NOTICE,
