@@ -43,20 +43,7 @@ sub open_with {
 }
 
 # Everything the server sends until it closes (or $seconds pass).
-sub read_all {
-    my ($sock, $seconds) = @_;
-    my $raw = '';
-    my $deadline = time + $seconds;
-    while (time < $deadline) {
-        my $rin = '';
-        vec($rin, fileno($sock), 1) = 1;
-        next unless select(my $rout = $rin, undef, undef, 0.05);
-        my $got = sysread($sock, my $chunk, 65536);
-        last unless $got;
-        $raw .= $chunk;
-    }
-    return $raw;
-}
+sub read_all { Parked::read_all(@_) }
 
 # Splits a stream of responses into "STATUS BODY" strings: bodies by
 # Content-Length, chunked, or to the end when the server closes; none

@@ -41,6 +41,7 @@ use Test::More;
 use Test::Nginx::Socket 'no_plan';
 use Time::HiRes qw(sleep time);
 use AfterBlock;
+use Parked;
 use RedisServer;
 use Steps;
 
@@ -100,16 +101,7 @@ sub race {
                         $req .= "GET $uris[$i] HTTP/1.1\r\nHost: localhost\r\n$close\r\n";
                     }
                     print $sock $req;
-                    my $raw = '';
-                    my $deadline = time + 30 * $Slow;
-                    while (time < $deadline) {
-                        my $rin = '';
-                        vec($rin, fileno($sock), 1) = 1;
-                        next unless select(my $rout = $rin, undef, undef, 0.1);
-                        my $got = sysread($sock, my $chunk, 65536);
-                        last unless $got;
-                        $raw .= $chunk;
-                    }
+                    my $raw = Parked::read_all($sock, 30 * $Slow);
                     close $sock;
                     for my $uri (@uris) {
                         if ($raw =~ s{\AHTTP/1\.1 (\d+)[^\r]*\r\n((?:[^\r]+\r\n)*)\r\n}{}) {

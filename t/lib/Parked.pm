@@ -72,6 +72,22 @@ sub reset_close {
     close $sock;
 }
 
+# Everything the server sends until it closes (or $seconds pass).
+sub read_all {
+    my ($sock, $seconds) = @_;
+    my $raw = '';
+    my $deadline = time + $seconds;
+    while (time < $deadline) {
+        my $rin = '';
+        vec($rin, fileno($sock), 1) = 1;
+        next unless select(my $rout = $rin, undef, undef, 0.05);
+        my $got = sysread($sock, my $chunk, 65536);
+        last unless $got;
+        $raw .= $chunk;
+    }
+    return $raw;
+}
+
 # Reads one response (or until the server closes); returns (status, body).
 sub read_response {
     my ($sock, $timeout) = @_;

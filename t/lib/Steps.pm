@@ -41,16 +41,7 @@ sub request {
     ) or return ('', "connect: $!");
     my $length = $method eq 'POST' ? "Content-Length: 0\r\n" : '';
     print $sock "$method $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n$length\r\n";
-    my $raw = '';
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        my $rin = '';
-        vec($rin, fileno($sock), 1) = 1;
-        next unless select(my $rout = $rin, undef, undef, 0.1);
-        my $got = sysread($sock, my $chunk, 65536);
-        last unless $got;
-        $raw .= $chunk;
-    }
+    my $raw = Parked::read_all($sock, 10);
     close $sock;
     my ($status) = $raw =~ m{^HTTP/1\.\d (\d+)};
     my $body = $raw =~ /\r\n\r\n(.*)\z/s ? $1 : '';
