@@ -12,6 +12,10 @@ started and stopped by its pid, and two nginx nodes of 2 workers:
                         lua-nginx-redis; scripts/bench-redis-incr.lua), keep-alive
                         pool of Redis connections
 
+and, as a control (never a result: not durable), the bundled node's strict
+mode against a second redis-server whose AOF is on tmpfs, in back-to-back
+pairs with local: how much of strict mode's gap is the disk's fsync.
+
 loaded with wrk in interleaved rounds at 1..1024 connections, then the
 req/s targets again from back-to-back pairs at 64 connections. For every run,
 besides req/s and latency: the Redis commands per ticket (`INFO
@@ -38,6 +42,11 @@ from bench_common import (
 )
 
 REDIS_PORT = 18120
+# The control: a second redis-server whose AOF is on tmpfs, where an fdatasync
+# costs next to nothing. Not durable, so never a result: it shows how much of
+# strict mode's gap to local is the disk's fsync in every Redis turn.
+# Its AOF goes under scripts/bench's tmpfs directory (--shmdir).
+CONTROL_PORT = 18122
 PORTS = {"bundled": 18110, "system": 18111}
 LEASE = 1000
 LUA_KEY = "bench:lua"
@@ -76,8 +85,10 @@ class RedisServer:
     own session (a Ctrl-C of the terminal reaches us, not it), stopped by its
     pid. Its pid is also written to DIR/redis.pid for scripts/bench's cleanup."""
 
-    def __init__(self, workdir: Path, port: int):
-        self.dir = Path(workdir) / "cluster-redis"
+    def __init__(self, workdir: Path, port: int, name: str = "cluster-redis", data_dir: Path | None = None):
+        # its config, log and pid file; the AOF in data_dir when given
+        self.home = Path(workdir) / name
+        self.dir = Path(data_dir) if data_dir else self.home
         self.port = port
         self.proc = None
 
@@ -88,14 +99,15 @@ class RedisServer:
     def start(self) -> None:
         if port_in_use(self.port):
             raise RuntimeError(f"port 127.0.0.1:{self.port} is already in use")
+        self.home.mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        conf = self.dir / "redis.conf"
+        conf = self.home / "redis.conf"
         conf.write_text(f"""bind 127.0.0.1
 port {self.port}
 protected-mode yes
 daemonize no
 dir {self.dir}
-logfile {self.dir}/redis.log
+logfile {self.home}/redis.log
 appendonly yes
 appendfsync always
 save ""
@@ -104,11 +116,11 @@ maxclients 10000
         self.proc = subprocess.Popen(["redis-server", str(conf)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        (self.dir / "redis.pid").write_text(f"{self.proc.pid}\n")
+        (self.home / "redis.pid").write_text(f"{self.proc.pid}\n")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited ({self.proc.returncode}); see {self.dir}/redis.log")
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode}); see {self.home}/redis.log")
             try:
                 if self.command("PING") == "PONG":
                     return
@@ -131,7 +143,7 @@ maxclients 10000
         else:
             proc.poll()
         try:
-            (self.dir / "redis.pid").unlink()
+            (self.home / "redis.pid").unlink()
         except OSError:
             pass
 
@@ -197,12 +209,15 @@ def _reply(f):
 def nodes(ctx) -> dict:
     url = f"redis://127.0.0.1:{REDIS_PORT}"
     loc = f"start={START}"
+    control = ([f"ticket_zone rt:1m redis=redis://127.0.0.1:{CONTROL_PORT};"],
+               [("= /strict-tmpfs", [f"ticket_counter zone=rt {loc};"])]) if ctx.shmdir else ([], [])
     bundled = Nginx("cluster-bundled", ctx.bundled_bin, ctx.workdir, PORTS["bundled"], [ctx.bundled_mod],
                     ["ticket_zone c:1m;", f"ticket_zone rz:1m redis={url};",
-                     f"ticket_zone rl:1m redis={url} lease={LEASE};"],
+                     f"ticket_zone rl:1m redis={url} lease={LEASE};", *control[0]],
                     [("= /local", [f"ticket_counter zone=c {loc};"]),
                      ("= /strict", [f"ticket_counter zone=rz {loc};"]),
                      ("= /lease", [f"ticket_counter zone=rl {loc};"]),
+                     *control[1],
                      ("= /status", ["ticket_status;"])],
                     ctx.limits)
     lua_copy = ctx.workdir / "cluster-system" / "conf" / "bench-redis-incr.lua"
@@ -234,8 +249,13 @@ def run(ctx) -> dict:
                            "appendfsync": "always", "filesystem": filesystem_of(ctx.workdir)},
                  "lease": LEASE, "nginx": {g: ctx.info["nginx"][g] for g in servers}}
     started = []
+    control = None
     try:
         redis.start()
+        if ctx.shmdir:
+            control = RedisServer(ctx.workdir, CONTROL_PORT, name="cluster-redis-control",
+                                  data_dir=Path(ctx.shmdir) / "cluster-redis-control")
+            control.start()
         cfg = redis.command("CONFIG", "GET", "append*")
         out["redis"]["config"] = dict(zip(cfg[::2], cfg[1::2]))
         redis.command("SET", LUA_KEY, START - 1)
@@ -330,6 +350,8 @@ def run(ctx) -> dict:
                              TARGET_RUNS[ctx.quick], pc, ctx.duration)
             out["pairs"][name] = pr
             log(f"  {name}: {pr['ratio']} (pairs {pr['ratio_per_pair']})")
+        if control:
+            out["control"] = run_control(ctx, servers["bundled"], control, pc)
 
         ways_out = {}
         for g, w, label in WAYS:
@@ -375,9 +397,27 @@ def run(ctx) -> dict:
     finally:
         stop_all(started)
         redis.stop()
+        if control:
+            control.stop()
     out["error_log_lines"] = {s.name: [l.replace(str(ctx.workdir), "$TMP") for l in s.errors_logged()][-20:]
                               for s in servers.values() if s.errors_logged()}
     return out
+
+
+def run_control(ctx, bundled: Nginx, control: RedisServer, conns: int) -> dict:
+    """strict mode against the tmpfs Redis / local, in back-to-back pairs."""
+    log(f"cluster control: strict with the AOF on tmpfs / local, {TARGET_RUNS[ctx.quick]} pairs at {conns} "
+        "connections")
+    floor = fsync_floor(control.dir / "probe")
+    m0 = module_counts(bundled.port, "rt")
+    pr = paired_runs(("bundled/strict-tmpfs", bundled, "/strict-tmpfs"), ("bundled/local", bundled, "/local"),
+                     TARGET_RUNS[ctx.quick], conns, ctx.duration)
+    m1 = module_counts(bundled.port, "rt")
+    batches, tickets = m1[0] - m0[0], m1[1] - m0[1]
+    log(f"  strict-tmpfs/local: {pr['ratio']} (pairs {pr['ratio_per_pair']}), "
+        f"{tickets / batches if batches else 0:.1f} tickets per batch")
+    return {"filesystem": filesystem_of(control.dir), "fsync_floor": floor, "pairs": pr,
+            "tickets_per_batch": round(tickets / batches, 2) if batches else None}
 
 
 # -------------------------------------------------------------- targets ----
