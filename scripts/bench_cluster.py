@@ -404,10 +404,14 @@ def run(ctx) -> dict:
     return out
 
 
-def run_control(ctx, bundled: Nginx, control: RedisServer, conns: int) -> dict:
+def run_control(ctx, bundled: Nginx, control: RedisServer, conns: int) -> dict | None:
     """strict mode against the tmpfs Redis / local, in back-to-back pairs."""
     log(f"cluster control: strict with the AOF on tmpfs / local, {TARGET_RUNS[ctx.quick]} pairs at {conns} "
         "connections")
+    status = raw_response(bundled.port, "/strict-tmpfs").split(b"\r\n", 1)[0].decode(errors="replace")
+    if " 200 " not in status + " ":
+        log(f"  cluster control skipped: /strict-tmpfs answered {status!r}")
+        return None
     floor = fsync_floor(control.dir / "probe")
     m0 = module_counts(bundled.port, "rt")
     pr = paired_runs(("bundled/strict-tmpfs", bundled, "/strict-tmpfs"), ("bundled/local", bundled, "/local"),
