@@ -72,9 +72,10 @@ sub reset_close {
     close $sock;
 }
 
-# Everything the server sends until it closes (or $seconds pass).
+# Everything the server sends until it closes (or $seconds pass, or
+# $done->($raw), when given, says it has what it wants).
 sub read_all {
-    my ($sock, $seconds) = @_;
+    my ($sock, $seconds, $done) = @_;
     my $raw = '';
     my $deadline = time + $seconds;
     while (time < $deadline) {
@@ -84,29 +85,24 @@ sub read_all {
         my $got = sysread($sock, my $chunk, 65536);
         last unless $got;
         $raw .= $chunk;
+        last if $done && $done->($raw);
     }
     return $raw;
+}
+
+# Whether $raw holds a whole response with a Content-Length.
+sub response_complete {
+    my ($raw) = @_;
+    my $head = index($raw, "\r\n\r\n");
+    return 0 if $head < 0;
+    my ($len) = $raw =~ /^Content-Length:\s*(\d+)/mi;
+    return defined $len && length($raw) >= $head + 4 + $len;
 }
 
 # Reads one response (or until the server closes); returns (status, body).
 sub read_response {
     my ($sock, $timeout) = @_;
-    my $raw = '';
-    my $deadline = time + $timeout;
-    while (time < $deadline) {
-        my $rin = '';
-        vec($rin, fileno($sock), 1) = 1;
-        my $n = select(my $rout = $rin, undef, undef, 0.1);
-        next unless $n;
-        my $got = sysread($sock, my $chunk, 65536);
-        last unless $got;
-        $raw .= $chunk;
-        if ($raw =~ /\r\n\r\n/) {
-            my ($len) = $raw =~ /^Content-Length:\s*(\d+)/mi;
-            my $head = index($raw, "\r\n\r\n") + 4;
-            last if defined $len && length($raw) >= $head + $len;
-        }
-    }
+    my $raw = read_all($sock, $timeout, \&response_complete);
     my ($status) = $raw =~ m{^HTTP/1\.\d (\d+)};
     my $body = $raw =~ /\r\n\r\n(.*)\z/s ? $1 : '';
     return ($status // '', $body);
