@@ -12,9 +12,9 @@ started and stopped by its pid, and two nginx nodes of 2 workers:
                         lua-nginx-redis; scripts/bench-redis-incr.lua), keep-alive
                         pool of Redis connections
 
-and, as a control (never a result: not durable), the bundled node's strict
-mode against a second redis-server whose AOF is on tmpfs, in back-to-back
-pairs with local: how much of strict mode's gap is the disk's fsync.
+and, as a control, the bundled node's strict mode with `reserve=0` (every
+batch's count written to the AOF, so every Redis turn waits for its
+fdatasync) in back-to-back pairs with local: what the reserve saves.
 
 loaded with wrk in interleaved rounds at 1..1024 connections, then the
 req/s targets again from back-to-back pairs at 64 connections. For every run,
@@ -42,11 +42,6 @@ from bench_common import (
 )
 
 REDIS_PORT = 18120
-# The control: a second redis-server whose AOF is on tmpfs, where an fdatasync
-# costs next to nothing. Not durable, so never a result: it shows how much of
-# strict mode's gap to local is the disk's fsync in every Redis turn.
-# Its AOF goes under scripts/bench's tmpfs directory (--shmdir).
-CONTROL_PORT = 18122
 PORTS = {"bundled": 18110, "system": 18111}
 LEASE = 1000
 LUA_KEY = "bench:lua"
@@ -209,8 +204,9 @@ def _reply(f):
 def nodes(ctx) -> dict:
     url = f"redis://127.0.0.1:{REDIS_PORT}"
     loc = f"start={START}"
-    control = ([f"ticket_zone rt:1m redis=redis://127.0.0.1:{CONTROL_PORT};"],
-               [("= /strict-tmpfs", [f"ticket_counter zone=rt {loc};"])]) if ctx.shmdir else ([], [])
+    # the control: strict mode writing every batch (reserve=0)
+    control = ([f"ticket_zone r0:1m redis={url} reserve=0;"],
+               [("= /strict-every-batch", [f"ticket_counter zone=r0 {loc};"])])
     bundled = Nginx("cluster-bundled", ctx.bundled_bin, ctx.workdir, PORTS["bundled"], [ctx.bundled_mod],
                     ["ticket_zone c:1m;", f"ticket_zone rz:1m redis={url};",
                      f"ticket_zone rl:1m redis={url} lease={LEASE};", *control[0]],
@@ -249,13 +245,8 @@ def run(ctx) -> dict:
                            "appendfsync": "always", "filesystem": filesystem_of(ctx.workdir)},
                  "lease": LEASE, "nginx": {g: ctx.info["nginx"][g] for g in servers}}
     started = []
-    control = None
     try:
         redis.start()
-        if ctx.shmdir:
-            control = RedisServer(ctx.workdir, CONTROL_PORT, name="cluster-redis-control",
-                                  data_dir=Path(ctx.shmdir) / "cluster-redis-control")
-            control.start()
         cfg = redis.command("CONFIG", "GET", "append*")
         out["redis"]["config"] = dict(zip(cfg[::2], cfg[1::2]))
         redis.command("SET", LUA_KEY, START - 1)
@@ -350,8 +341,7 @@ def run(ctx) -> dict:
                              TARGET_RUNS[ctx.quick], pc, ctx.duration)
             out["pairs"][name] = pr
             log(f"  {name}: {pr['ratio']} (pairs {pr['ratio_per_pair']})")
-        if control:
-            out["control"] = run_control(ctx, servers["bundled"], control, pc)
+        out["control"] = run_control(ctx, servers["bundled"], pc)
 
         ways_out = {}
         for g, w, label in WAYS:
@@ -397,31 +387,27 @@ def run(ctx) -> dict:
     finally:
         stop_all(started)
         redis.stop()
-        if control:
-            control.stop()
     out["error_log_lines"] = {s.name: [l.replace(str(ctx.workdir), "$TMP") for l in s.errors_logged()][-20:]
                               for s in servers.values() if s.errors_logged()}
     return out
 
 
-def run_control(ctx, bundled: Nginx, control: RedisServer, conns: int) -> dict | None:
-    """strict mode against the tmpfs Redis / local, in back-to-back pairs."""
-    log(f"cluster control: strict with the AOF on tmpfs / local, {TARGET_RUNS[ctx.quick]} pairs at {conns} "
+def run_control(ctx, bundled: Nginx, conns: int) -> dict | None:
+    """strict mode with reserve=0 / local, in back-to-back pairs."""
+    log(f"cluster control: strict with reserve=0 / local, {TARGET_RUNS[ctx.quick]} pairs at {conns} "
         "connections")
-    status = raw_response(bundled.port, "/strict-tmpfs").split(b"\r\n", 1)[0].decode(errors="replace")
+    status = raw_response(bundled.port, "/strict-every-batch").split(b"\r\n", 1)[0].decode(errors="replace")
     if " 200 " not in status + " ":
-        log(f"  cluster control skipped: /strict-tmpfs answered {status!r}")
+        log(f"  cluster control skipped: /strict-every-batch answered {status!r}")
         return None
-    floor = fsync_floor(control.dir / "probe")
-    m0 = module_counts(bundled.port, "rt")
-    pr = paired_runs(("bundled/strict-tmpfs", bundled, "/strict-tmpfs"), ("bundled/local", bundled, "/local"),
-                     TARGET_RUNS[ctx.quick], conns, ctx.duration)
-    m1 = module_counts(bundled.port, "rt")
+    m0 = module_counts(bundled.port, "r0")
+    pr = paired_runs(("bundled/strict-every-batch", bundled, "/strict-every-batch"),
+                     ("bundled/local", bundled, "/local"), TARGET_RUNS[ctx.quick], conns, ctx.duration)
+    m1 = module_counts(bundled.port, "r0")
     batches, tickets = m1[0] - m0[0], m1[1] - m0[1]
-    log(f"  strict-tmpfs/local: {pr['ratio']} (pairs {pr['ratio_per_pair']}), "
+    log(f"  strict-every-batch/local: {pr['ratio']} (pairs {pr['ratio_per_pair']}), "
         f"{tickets / batches if batches else 0:.1f} tickets per batch")
-    return {"filesystem": filesystem_of(control.dir), "fsync_floor": floor, "pairs": pr,
-            "tickets_per_batch": round(tickets / batches, 2) if batches else None}
+    return {"pairs": pr, "tickets_per_batch": round(tickets / batches, 2) if batches else None}
 
 
 # -------------------------------------------------------------- targets ----

@@ -186,7 +186,7 @@ qr/ticket zone "t": \d+ counters restored from "\S+\/t\.state"/
 GET /t
 --- must_die
 --- error_log
-"reserve=" needs "state=" in "ticket_zone" directive
+"reserve=" needs "state=" or "redis=" in "ticket_zone" directive
 
 
 

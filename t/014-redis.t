@@ -310,17 +310,21 @@ GET /l => 200 "2\n" within 1
 
 
 
-=== TEST 19: redis_replicas=: answered once the replica has the batch
+=== TEST 19: redis_replicas=: answered once the replica has what covers the batch (reserve=0: the count; else the counter's durable ceiling)
 --- http_config
-    ticket_zone rd19:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s redis_replicas=1;
+    ticket_zone rd19:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s redis_replicas=1 reserve=0;
+    ticket_zone rd19r:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s redis_replicas=1 reserve=50;
 --- config
     location = /t { ticket_counter zone=rd19; }
+    location = /r { ticket_counter zone=rd19r; }
 --- pipelined_requests eval
-["GET /t", "GET /t"]
+["GET /t", "GET /t", "GET /r", "GET /r"]
 --- response_body eval
-["1\n", "2\n"]
+["1\n", "2\n", "1\n", "2\n"]
 --- steps
 redis $TEST_NGINX_REDIS_REPLICA_PORT GET ticket:rd19 => "2"
+redis $TEST_NGINX_REDIS_REPLICA_PORT HGET ticket:rd19r; r => "51"
+redis $TEST_NGINX_REDIS_PORT GET ticket:rd19r => "2"
 
 
 
@@ -443,3 +447,32 @@ GET /l
 --- steps
 quit within 12
 --- timeout: 60
+
+
+
+=== TEST 27: reserve=: a counter's durable ceiling in Redis, raised only when a batch would pass it; the count in Redis's memory between
+--- http_config
+    ticket_zone rd27:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s reserve=3;
+--- config
+    location = /t { ticket_counter zone=rd27; }
+    location = /k { ticket_counter zone=rd27 key=$arg_k; }
+--- pipelined_requests eval
+["GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /k?k=a"]
+--- response_body eval
+["1\n", "2\n", "3\n", "4\n", "5\n", "1\n"]
+--- steps
+redis $TEST_NGINX_REDIS_PORT GET ticket:rd27 => "5"
+redis $TEST_NGINX_REDIS_PORT HGET ticket:rd27; r => "8"
+redis $TEST_NGINX_REDIS_PORT HGET ticket:rd27;a r => "4"
+
+
+
+=== TEST 28: reserve= on a Redis zone: 0 (every batch written) to 1000000000
+--- http_config
+    ticket_zone rd28:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT reserve=1000000001;
+--- config
+--- request
+GET /
+--- must_die
+--- error_log
+invalid value "reserve=1000000001" in "ticket_zone" directive, it must be between 0 and 1000000000

@@ -147,6 +147,8 @@ pub struct RedisArgs {
     pub lease: Option<u64>,
     /// How far counters skip ahead after Redis restarted or failed over.
     pub fence: u64,
+    /// How far past its count a counter's durable ceiling goes (`reserve=`).
+    pub reserve: u64,
 }
 
 /// Default of `redis_timeout=`.
@@ -239,6 +241,7 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
         redis: None,
     };
     let mut redis_url = None;
+    let mut reserve = None;
     // Filled in as the parameters come; `url` is replaced by `redis=`'s.
     let mut redis = RedisArgs {
         url: RedisUrl {
@@ -253,6 +256,7 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
         replicas: 0,
         lease: None,
         fence: DEFAULT_FENCE,
+        reserve: DEFAULT_RESERVE,
     };
     for (param, value, word) in named_params(DIRECTIVE, params, ZONE_PARAMS)? {
         match param {
@@ -291,21 +295,18 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
                     )))
                 }
             },
-            _ => {
-                args.reserve = parse_u64(DIRECTIVE, word, value)?;
-                if args.reserve == 0 || args.reserve > MAX_RESERVE {
-                    return Err(ConfError(format!(
-                        "invalid value \"{word}\" in \"{DIRECTIVE}\" directive, \
-                         it must be between 1 and {MAX_RESERVE}"
-                    )));
-                }
-            }
+            _ => reserve = Some((word, parse_u64(DIRECTIVE, word, value)?)),
         }
     }
-    if args.state.is_none() && params.iter().any(|w| w.starts_with("reserve=")) {
-        return Err(ConfError(format!(
-            "\"reserve=\" needs \"state=\" in \"{DIRECTIVE}\" directive"
-        )));
+    if let Some((word, n)) = reserve {
+        if args.state.is_none() && redis_url.is_none() {
+            return Err(ConfError(format!(
+                "\"reserve=\" needs \"state=\" or \"redis=\" in \"{DIRECTIVE}\" directive"
+            )));
+        }
+        // A Redis zone may write every batch (0); a state file needs room.
+        let least = if redis_url.is_some() { 0 } else { 1 };
+        args.reserve = between(DIRECTIVE, word, &n.to_string(), least, MAX_RESERVE)?;
     }
     match redis_url {
         Some(url) => {
@@ -322,6 +323,7 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
                 )));
             }
             redis.url = url;
+            redis.reserve = args.reserve;
             args.redis = Some(redis);
         }
         None => {
@@ -620,7 +622,25 @@ mod tests {
         assert!(parse_zone_args(&["t:1m", "state="]).is_err());
         assert!(parse_zone_args(&["t:1m", "state=a", "reserve=0"]).is_err());
         assert!(parse_zone_args(&["t:1m", "state=a", "reserve=x"]).is_err());
-        assert!(parse_zone_args(&["t:1m", "reserve=10"]).is_err());
+        assert_eq!(
+            parse_zone_args(&["t:1m", "reserve=10"]).unwrap_err().0,
+            "\"reserve=\" needs \"state=\" or \"redis=\" in \"ticket_zone\" directive"
+        );
+        // A Redis zone's durable ceiling: 0 writes every batch.
+        let redis = |reserve: &'static str| parse_zone_args(&["t:1m", "redis=redis://h", reserve]);
+        assert_eq!(redis("reserve=0").unwrap().reserve, 0);
+        assert_eq!(redis("reserve=250").unwrap().reserve, 250);
+        assert_eq!(
+            parse_zone_args(&["t:1m", "redis=redis://h"])
+                .unwrap()
+                .reserve,
+            DEFAULT_RESERVE
+        );
+        assert_eq!(
+            redis("reserve=1000000001").unwrap_err().0,
+            "invalid value \"reserve=1000000001\" in \"ticket_zone\" directive, \
+             it must be between 0 and 1000000000"
+        );
         assert!(parse_zone_args(&["t:1m", "state=a", "reserve=1000000000"]).is_ok());
         let err = parse_zone_args(&["t:1m", "state=a", "reserve=9223372036854775808"])
             .unwrap_err()

@@ -788,6 +788,7 @@ fn take_args<'a>(
         known_generation: known.generation,
         floor: known.floor,
         partial,
+        reserve: redis.args.reserve,
     }
 }
 

@@ -6,7 +6,7 @@ local counter, counter_meta, zone_meta = KEYS[1], KEYS[2], KEYS[3]
 local existed
 if counter_meta == zone_meta then
   -- The default counter keeps its fields in the zone's hash: drop only those.
-  existed = redis.call('DEL', counter) + redis.call('HDEL', zone_meta, 'g', 'f', 'u')
+  existed = redis.call('DEL', counter) + redis.call('HDEL', zone_meta, 'g', 'f', 'u', 'r')
 else
   existed = redis.call('DEL', counter, counter_meta)
 end

@@ -28,6 +28,7 @@ struct Server {
     child: Child,
     dir: PathBuf,
     socket: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -39,6 +40,29 @@ impl Server {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = Self::spawn(&dir, &extra)?;
+        let socket = dir.join("redis.sock");
+        let mut server = Server {
+            child,
+            dir,
+            socket,
+            extra,
+        };
+        server.wait_for_socket();
+        Some(server)
+    }
+
+    /// `kill -9` and start again on the same directory (and AOF).
+    fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Self::spawn(&self.dir, &self.extra).expect("redis-server is installed");
+        self.wait_for_socket();
+    }
+
+    fn spawn(dir: &std::path::Path, extra: &[String]) -> Option<Child> {
         let socket = dir.join("redis.sock");
         let spawned = Command::new("redis-server")
             .arg("--port")
@@ -46,7 +70,7 @@ impl Server {
             .arg("--unixsocket")
             .arg(&socket)
             .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
+            .arg(dir)
             .arg("--logfile")
             .arg(dir.join("redis.log"))
             .args(extra)
@@ -54,20 +78,22 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        let child = match spawned {
-            Ok(child) => child,
+        match spawned {
+            Ok(child) => Some(child),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 eprintln!("redis-server is not installed: skipping this test");
-                let _ = std::fs::remove_dir_all(&dir);
-                return None;
+                let _ = std::fs::remove_dir_all(dir);
+                None
             }
             Err(e) => panic!("cannot start redis-server: {e}"),
-        };
-        let mut server = Server { child, dir, socket };
+        }
+    }
+
+    fn wait_for_socket(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&server.socket).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
+        while UnixStream::connect(&self.socket).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                 panic!("redis-server exited ({status}):\n{log}");
             }
             assert!(
@@ -76,7 +102,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        Some(server)
     }
 }
 
@@ -176,6 +201,7 @@ fn args(limit: &TakeLimit) -> TakeArgs<'static> {
         known_generation: None,
         floor: 0,
         partial: false,
+        reserve: 0,
     }
 }
 
@@ -547,6 +573,120 @@ fn fence_skips_once_per_missed_restart() {
     let fresh = take_with(&mut client, &info, &keyed("fresh"), &args(&limit), &[1]).unwrap();
     assert!(!fresh.fenced);
     assert_eq!(fresh.issued_before, 0);
+}
+
+/// `reserve=`: batches below a counter's durable ceiling change the count in
+/// memory only; a Redis killed and restarted from its AOF resumes past the
+/// ceiling, never at a number handed out.
+#[test]
+fn reserve_resumes_past_the_durable_ceiling_after_a_crash() {
+    let Some(mut server) = Server::start(&["--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
+    let url = RedisUrl::parse("redis://localhost").unwrap();
+    let mut client = Client::connect(&server);
+    let info = client.handshake(&url).unwrap();
+    fence(&mut client, &info, &info.run_id, None);
+    let limit = TakeLimit::new(1, None);
+    let reserved = TakeArgs {
+        reserve: 100,
+        ..args(&limit)
+    };
+    let (keys, written) = (keyed("k"), keyed("every-batch"));
+    let meta_r = |client: &mut Client, keys: &CounterKeys| {
+        let value = client.call(&[b"HGET", &keys.counter_meta, b"r"]);
+        value
+            .as_bytes()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+    };
+    // The first batch writes the ceiling: its count plus the reserve.
+    let first = take_with(&mut client, &info, &keys, &reserved, &[1]).unwrap();
+    assert_eq!(first.outcomes(&limit, [1]).unwrap(), [tickets(1, 1)]);
+    assert_eq!(meta_r(&mut client, &keys).as_deref(), Some("101"));
+    for i in 0..10 {
+        let reply = take_with(&mut client, &info, &keys, &reserved, &[5]).unwrap();
+        assert_eq!(reply.issued_before, 1 + 5 * i);
+    }
+    assert_eq!(get(&mut client, &keys.counter).as_deref(), Some(&b"51"[..]));
+    assert_eq!(meta_r(&mut client, &keys).as_deref(), Some("101"));
+    // reserve=0: every batch is written.
+    let every = TakeArgs {
+        reserve: 0,
+        ..args(&limit)
+    };
+    for _ in 0..3 {
+        take_with(&mut client, &info, &written, &every, &[2]).unwrap();
+    }
+    assert_eq!(meta_r(&mut client, &written), None);
+
+    server.crash_and_restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut client, restarted) = loop {
+        let mut client = Client::connect(&server);
+        match client.handshake(&url) {
+            Ok(info) => break (client, info),
+            // still reading its AOF
+            Err(e) if format!("{e:?}").contains("LOADING") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert_ne!(restarted.run_id, info.run_id);
+    // The AOF kept the first batch's count and the ceiling, not the rest.
+    assert_eq!(get(&mut client, &keys.counter).as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        get(&mut client, &written.counter).as_deref(),
+        Some(&b"6"[..])
+    );
+    assert!(
+        fence(
+            &mut client,
+            &restarted,
+            &restarted.run_id,
+            Some(&info.run_id)
+        )
+        .fenced
+    );
+    let reply = take_with(&mut client, &restarted, &keys, &reserved, &[1]).unwrap();
+    assert!(reply.fenced);
+    assert_eq!(
+        reply.issued_before,
+        101 + FENCE,
+        "past the ceiling, then fenced"
+    );
+    assert_eq!(
+        meta_r(&mut client, &keys).as_deref(),
+        Some(&*(102 + FENCE + 100).to_string())
+    );
+    let reply = take_with(&mut client, &restarted, &written, &every, &[1]).unwrap();
+    assert_eq!(reply.issued_before, 6 + FENCE);
+
+    // A batch past the ceiling raises it first; a limit caps it.
+    let capped = keyed("capped");
+    let small = TakeLimit::new(1, Some(30));
+    let near = TakeArgs {
+        reserve: 100,
+        ..args(&small)
+    };
+    take_with(&mut client, &restarted, &capped, &near, &[10]).unwrap();
+    assert_eq!(meta_r(&mut client, &capped).as_deref(), Some("30"));
+    // A counter retired by the admin API leaves no ceiling behind.
+    let default = zone().counter(None).unwrap();
+    take_with(&mut client, &restarted, &default, &reserved, &[1]).unwrap();
+    assert_eq!(
+        client
+            .call(&[b"HGET", &default.zone_meta, b"r"])
+            .as_bytes()
+            .map(<[u8]>::to_vec),
+        Some(b"101".to_vec())
+    );
+    admin_del(&mut client, &restarted, &default);
+    assert!(client
+        .call(&[b"HGET", &default.zone_meta, b"r"])
+        .as_bytes()
+        .is_none());
 }
 
 #[test]
@@ -1102,8 +1242,10 @@ fn scripts_check_their_arguments() {
     };
     let keys = keyed("k");
     let take_sha = info.scripts.take.as_bytes().to_vec();
-    let good: [&[u8]; 10] = [b"100", b"0", b"0", b"1", b"ab", b"", b"", b"0", b"0", b"1"];
-    let cases: [(usize, &[u8], &str); 9] = [
+    let good: [&[u8]; 11] = [
+        b"100", b"0", b"0", b"1", b"ab", b"", b"", b"0", b"0", b"0", b"1",
+    ];
+    let cases: [(usize, &[u8], &str); 10] = [
         (0, b"x", "limit must be a count"),
         (1, b"-1", "fence must be a count"),
         (2, b"1000000000000000", "idle_ms is too large"),
@@ -1111,8 +1253,9 @@ fn scripts_check_their_arguments() {
         (6, b"01", "known_gen"),
         (7, b"9223372036854775808", "floor must be a count"),
         (8, b"2", "partial must be 0 or 1"),
-        (9, b"0", "a request count must be 1 to 1000000000"),
-        (9, b"1000000001", "a request count must be 1 to 1000000000"),
+        (9, b"-5", "reserve must be a count"),
+        (10, b"0", "a request count must be 1 to 1000000000"),
+        (10, b"1000000001", "a request count must be 1 to 1000000000"),
     ];
     for (at, bad, message) in cases {
         let mut argv = good;
@@ -1141,7 +1284,7 @@ fn scripts_check_their_arguments() {
         &keys.counter_meta,
         &keys.zone_meta,
     ];
-    command.extend(&good[..9]);
+    command.extend(&good[..10]);
     command.extend(std::iter::repeat_n(&b"1"[..], 1025));
     let e = TakeReply::parse(client.call(&command)).unwrap_err();
     assert!(

@@ -286,6 +286,9 @@ pub struct TakeArgs<'a> {
     pub floor: u64,
     /// Lease mode: grant part of a request rather than nothing.
     pub partial: bool,
+    /// How far past its count a counter's durable ceiling goes: batches below
+    /// it change the count in memory only; 0 = every batch is written.
+    pub reserve: u64,
 }
 
 /// Appends the `EVALSHA` of `take` for requests of `counts` tickets, in
@@ -304,6 +307,7 @@ where
     check_count(args.fence, "fence")?;
     check_count(args.now, "now")?;
     check_count(args.floor, "floor")?;
+    check_count(args.reserve, "reserve")?;
     check_idle(args.idle_ms)?;
     let candidate = check_epoch(args.epoch_candidate)?;
     let mut command = evalsha(
@@ -324,7 +328,8 @@ where
     };
     command
         .arg_u64(args.floor)
-        .arg(if args.partial { b"1" } else { b"0" });
+        .arg(if args.partial { b"1" } else { b"0" })
+        .arg_u64(args.reserve);
     let mut requests = 0usize;
     for count in counts {
         if count == 0 || count > MAX_REQUEST_COUNT {
@@ -686,6 +691,7 @@ mod tests {
             known_generation: None,
             floor: 0,
             partial: false,
+            reserve: 0,
         }
     }
 
@@ -747,6 +753,7 @@ mod tests {
                 "",
                 "0",
                 "0",
+                "0",
                 "1",
                 "5",
             ]
@@ -758,6 +765,7 @@ mod tests {
             floor: MAX_COUNT,
             partial: true,
             idle_ms: 60_000,
+            reserve: 10_000,
             ..take_args()
         };
         encode_take(&mut out, &sha(), &keys(), &args, []).unwrap();
@@ -772,7 +780,8 @@ mod tests {
                 "beef",
                 "7",
                 "9223372036854775807",
-                "1"
+                "1",
+                "10000"
             ]
         );
     }
@@ -845,7 +854,7 @@ mod tests {
             vec![MAX_REQUEST_COUNT; MAX_TAKE_REQUESTS],
         )
         .unwrap();
-        assert!(out.starts_with(format!("before*{}\r\n", 15 + MAX_TAKE_REQUESTS).as_bytes()));
+        assert!(out.starts_with(format!("before*{}\r\n", 16 + MAX_TAKE_REQUESTS).as_bytes()));
     }
 
     #[test]
