@@ -310,21 +310,17 @@ GET /l => 200 "2\n" within 1
 
 
 
-=== TEST 19: redis_replicas=: answered once the replica has what covers the batch (reserve=0: the count; else the counter's durable ceiling)
+=== TEST 19: redis_replicas=: answered once the replica has the batch (such a zone writes every batch: no reserve)
 --- http_config
-    ticket_zone rd19:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s redis_replicas=1 reserve=0;
-    ticket_zone rd19r:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s redis_replicas=1 reserve=50;
+    ticket_zone rd19:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT redis_timeout=5s redis_replicas=1;
 --- config
     location = /t { ticket_counter zone=rd19; }
-    location = /r { ticket_counter zone=rd19r; }
 --- pipelined_requests eval
-["GET /t", "GET /t", "GET /r", "GET /r"]
+["GET /t", "GET /t"]
 --- response_body eval
-["1\n", "2\n", "1\n", "2\n"]
+["1\n", "2\n"]
 --- steps
 redis $TEST_NGINX_REDIS_REPLICA_PORT GET ticket:rd19 => "2"
-redis $TEST_NGINX_REDIS_REPLICA_PORT HGET ticket:rd19r; r => "51"
-redis $TEST_NGINX_REDIS_PORT GET ticket:rd19r => "2"
 
 
 
@@ -476,3 +472,15 @@ GET /
 --- must_die
 --- error_log
 invalid value "reserve=1000000001" in "ticket_zone" directive, it must be between 0 and 1000000000
+
+
+
+=== TEST 29: reserve= and redis_replicas= cannot be combined (WAIT covers what its connection wrote)
+--- http_config
+    ticket_zone rd29:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_PORT reserve=100 redis_replicas=1;
+--- config
+--- request
+GET /
+--- must_die
+--- error_log
+"reserve=100" cannot be combined with "redis_replicas=" in "ticket_zone" directive: such a zone writes every batch and waits for its replicas

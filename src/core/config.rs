@@ -322,6 +322,18 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
                      only letters, digits, \"_\", \".\" and \"-\""
                 )));
             }
+            if redis.replicas > 0 {
+                // `WAIT` covers what a connection itself wrote: a batch kept
+                // in memory below a ceiling that another connection wrote
+                // would be answered before any replica had that ceiling.
+                if let Some((word, _)) = reserve.filter(|&(_, n)| n > 0) {
+                    return Err(ConfError(format!(
+                        "\"{word}\" cannot be combined with \"redis_replicas=\" in \"{DIRECTIVE}\" \
+                         directive: such a zone writes every batch and waits for its replicas"
+                    )));
+                }
+                args.reserve = 0;
+            }
             redis.url = url;
             redis.reserve = args.reserve;
             args.redis = Some(redis);
@@ -635,6 +647,17 @@ mod tests {
                 .unwrap()
                 .reserve,
             DEFAULT_RESERVE
+        );
+        // redis_replicas= writes every batch
+        let replicas = |extra: &'static str| {
+            parse_zone_args(&["t:1m", "redis=redis://h", "redis_replicas=1", extra])
+        };
+        assert_eq!(replicas("fence=5").unwrap().reserve, 0);
+        assert_eq!(replicas("reserve=0").unwrap().reserve, 0);
+        assert_eq!(
+            replicas("reserve=10").unwrap_err().0,
+            "\"reserve=10\" cannot be combined with \"redis_replicas=\" in \"ticket_zone\" \
+             directive: such a zone writes every batch and waits for its replicas"
         );
         assert_eq!(
             redis("reserve=1000000001").unwrap_err().0,
