@@ -12,7 +12,8 @@
 //! Zone names never contain `:` or `;`, so the first separator after the zone
 //! name says what a key is and no two names collide, whatever bytes `k` holds.
 //! The zone metadata's fields (`epoch`, `gen`, `fence`, `run`) and a counter's
-//! (`g`, `f`, `u`) do not clash, so the default counter shares the zone's hash.
+//! (`g`, `f`, `u`, and `r`, its durable ceiling) do not clash, so the default
+//! counter shares the zone's hash.
 
 /// Prefix of every key when the configuration sets none.
 pub const DEFAULT_PREFIX: &[u8] = b"ticket:";
@@ -124,7 +125,8 @@ impl ZoneKeys {
 pub struct CounterKeys {
     /// Holds the count of tickets issued, a plain integer.
     pub counter: Vec<u8>,
-    /// Hash with the counter's generation `g`, fence applied `f`, last use `u`.
+    /// Hash with the counter's generation `g`, fence applied `f`, last use `u`,
+    /// durable ceiling `r`.
     pub counter_meta: Vec<u8>,
     /// Hash with the zone's `epoch`, `gen` and `fence`.
     pub zone_meta: Vec<u8>,
