@@ -295,10 +295,10 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
                     )))
                 }
             },
-            _ => reserve = Some((word, parse_u64(DIRECTIVE, word, value)?)),
+            _ => reserve = Some((word, value)),
         }
     }
-    if let Some((word, n)) = reserve {
+    if let Some((word, value)) = reserve {
         if args.state.is_none() && redis_url.is_none() {
             return Err(ConfError(format!(
                 "\"reserve=\" needs \"state=\" or \"redis=\" in \"{DIRECTIVE}\" directive"
@@ -306,7 +306,7 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
         }
         // A Redis zone may write every batch (0); a state file needs room.
         let least = if redis_url.is_some() { 0 } else { 1 };
-        args.reserve = between(DIRECTIVE, word, &n.to_string(), least, MAX_RESERVE)?;
+        args.reserve = between(DIRECTIVE, word, value, least, MAX_RESERVE)?;
     }
     match redis_url {
         Some(url) => {
@@ -326,7 +326,7 @@ pub fn parse_zone_args<'a>(words: &[&'a str]) -> Result<ZoneArgs<'a>, ConfError>
                 // `WAIT` covers what a connection itself wrote: a batch kept
                 // in memory below a ceiling that another connection wrote
                 // would be answered before any replica had that ceiling.
-                if let Some((word, _)) = reserve.filter(|&(_, n)| n > 0) {
+                if let Some((word, _)) = reserve.filter(|_| args.reserve > 0) {
                     return Err(ConfError(format!(
                         "\"{word}\" cannot be combined with \"redis_replicas=\" in \"{DIRECTIVE}\" \
                          directive: such a zone writes every batch and waits for its replicas"

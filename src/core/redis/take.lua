@@ -161,14 +161,15 @@ for i, wanted in ipairs(counts) do
   reply[5 + i] = grant
 end
 if total > 0 then
-  local after = dec_add(count, string.format('%d', total))
+  local amount = string.format('%d', total)
+  local after = dec_add(count, amount)
   if reserve ~= '0' and not raised and ceiling and dec_cmp(after, ceiling) <= 0 then
     -- below the durable ceiling: in memory only
     redis.set_repl(redis.REPL_NONE)
-    redis.call('INCRBY', counter, string.format('%d', total))
+    redis.call('INCRBY', counter, amount)
     redis.set_repl(redis.REPL_ALL)
   else
-    redis.call('INCRBY', counter, string.format('%d', total))
+    redis.call('INCRBY', counter, amount)
     if reserve ~= '0' then
       -- never past the limit: a counter at it refuses every request anyway
       local top = dec_add_capped(after, reserve)
