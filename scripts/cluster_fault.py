@@ -1951,14 +1951,13 @@ def check_lives(check, zone, records, ops, nodes_label, per_node=False):
         # the client never saw: from a use's sending to the earliest answer
         # of every use sent after it. (A key that was idle that long in
         # Redis may have expired, as idle= says.)
-        by_sent = sorted(uses)
-        earliest_done_after = [float("inf")] * (len(by_sent) + 1)
-        for j in range(len(by_sent) - 1, -1, -1):
-            earliest_done_after[j] = min(earliest_done_after[j + 1], by_sent[j][1])
-        for j, (s, _) in enumerate(by_sent[:-1]):
+        # (`uses` is sorted by sending)
+        earliest_done_after = [float("inf")] * (len(uses) + 1)
+        for j in range(len(uses) - 1, -1, -1):
+            earliest_done_after[j] = min(earliest_done_after[j + 1], uses[j][1])
+        for j, (s, _) in enumerate(uses[:-1]):
             if earliest_done_after[j + 1] - s >= 0.9 * IDLE:
                 quiet.append((s, earliest_done_after[j + 1]))
-        quiet.sort()
         bounds = sorted([(o.sent, o.done) for o in kops if o.op == "delete" and o.status != 404] + quiet)
 
         def separable(a, b):
