@@ -1,5 +1,7 @@
 //! Timers of our own: events that belong to no connection (the idle sweep,
-//! the shutdown watch, the retries of a state write or a Redis connection).
+//! the shutdown watch, the retries of a state write or a Redis connection),
+//! and tasks posted to run on the event loop's next turn (the Redis batches
+//! gathered meanwhile).
 //!
 //! nginx's debug log names every timer it expires or cancels by
 //! `((ngx_connection_t *) ev->data)->fd` (`ngx_event_ident`), so even a bare
@@ -12,7 +14,8 @@ use core::ffi::c_void;
 use core::ptr;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_connection_t, ngx_del_timer, ngx_event_t, ngx_log_t, ngx_msec_t,
+    ngx_add_timer, ngx_connection_t, ngx_del_timer, ngx_delete_posted_event, ngx_event_t,
+    ngx_log_t, ngx_msec_t, ngx_post_event, ngx_posted_next_events,
 };
 
 pub struct Timer {
@@ -58,6 +61,15 @@ impl Timer {
         }
     }
 
+    /// Runs the handler on the event loop's next turn, unless that is
+    /// already due: nginx then polls once more without sleeping and runs it
+    /// after that poll's events (its posted-next events).
+    pub fn post_next_turn(&mut self) {
+        // SAFETY: our own event, in a box that outlives its place in the
+        // posted queue (`Drop` takes it out); event-loop thread only.
+        unsafe { ngx_post_event(&mut self.event, ptr::addr_of_mut!(ngx_posted_next_events)) };
+    }
+
     /// The `data` given to `new`, from the handler's event.
     ///
     /// # Safety
@@ -71,5 +83,9 @@ impl Timer {
 impl Drop for Timer {
     fn drop(&mut self) {
         self.disarm();
+        if self.event.posted() != 0 {
+            // SAFETY: posted, so it is in nginx's posted queue.
+            unsafe { ngx_delete_posted_event(&mut self.event) };
+        }
     }
 }

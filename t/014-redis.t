@@ -11,11 +11,14 @@ $ENV{TEST_NGINX_REDIS_PORT} = 16390;
 $ENV{TEST_NGINX_REDIS_AUTH_PORT} = 16391;
 $ENV{TEST_NGINX_REDIS_MUTE_PORT} = 16392;
 $ENV{TEST_NGINX_REDIS_REPLICA_PORT} = 16393;
+$ENV{TEST_NGINX_REDIS_SLOW_PORT} = 16394;
 RedisServer::start(port => $ENV{TEST_NGINX_REDIS_PORT});
 RedisServer::start(port => $ENV{TEST_NGINX_REDIS_REPLICA_PORT},
                    replicaof => $ENV{TEST_NGINX_REDIS_PORT});
 RedisServer::start(port => $ENV{TEST_NGINX_REDIS_AUTH_PORT}, password => 's3cret');
 RedisServer::mute(port => $ENV{TEST_NGINX_REDIS_MUTE_PORT});
+RedisServer::slow(port => $ENV{TEST_NGINX_REDIS_SLOW_PORT}, to => $ENV{TEST_NGINX_REDIS_PORT},
+                  delay => 0.7);
 
 workers(2);
 master_on();
@@ -484,3 +487,22 @@ GET /
 --- must_die
 --- error_log
 "reserve=100" cannot be combined with "redis_replicas=" in "ticket_zone" directive: such a zone writes every batch and waits for its replicas
+
+
+
+=== TEST 30: requests made while a worker still connects to Redis wait for it: tickets, admin calls and create=off checks alike
+--- http_config
+    ticket_zone rd30:1m redis=redis://127.0.0.1:$TEST_NGINX_REDIS_SLOW_PORT redis_timeout=5s;
+--- config
+    location = /k { ticket_counter zone=rd30 key=$arg_k; }
+    location = /pub { ticket_counter zone=rd30 key=$arg_k create=off; }
+    location = /admin { ticket_admin zone=rd30; }
+--- pipelined_requests eval
+["GET /admin?key=a", "GET /pub?k=a", "GET /k?k=a", "GET /admin?key=a", "GET /pub?k=a"]
+--- error_code eval
+[404, 404, 200, 200, 200]
+--- response_body_like eval
+[qr/no such counter/, qr/^no such counter\n/, qr/^1\n/, qr/"key":"a","start":1,"issued":1,/, qr/^2\n/]
+--- no_error_log
+[error]
+

@@ -79,6 +79,9 @@ pub struct Link {
     out: Vec<u8>,
     sent: usize,
     decoder: Decoder,
+    /// Where replies are read into, [`READ_CHUNK`] bytes, kept for the
+    /// link's life (a reply comes per batch).
+    read_buf: Box<[u8]>,
     expects: VecDeque<Expect>,
     retry: Box<Timer>,
     backoff: ngx_msec_t,
@@ -172,6 +175,7 @@ impl Link {
             out: Vec::new(),
             sent: 0,
             decoder: Decoder::new(),
+            read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
             expects: VecDeque::new(),
             retry,
             backoff: RETRY_FIRST_MSEC,
@@ -308,6 +312,11 @@ impl Link {
         self.expects.push_back(Expect::Owner(expect));
     }
 
+    /// Commands encoded and not yet (all) written.
+    pub fn has_unsent(&self) -> bool {
+        self.sent < self.out.len()
+    }
+
     /// Writes what the connection takes; arms the reply timer.
     pub fn flush(&mut self) -> Result<(), String> {
         let c = self.conn;
@@ -367,9 +376,8 @@ impl Link {
             let Some(recv) = (*c).recv else {
                 return Err("no recv function".into());
             };
-            let mut buf = vec![0u8; READ_CHUNK];
             loop {
-                let n = recv(c, buf.as_mut_ptr(), buf.len());
+                let n = recv(c, self.read_buf.as_mut_ptr(), self.read_buf.len());
                 if n == Status::NGX_AGAIN.0 {
                     break;
                 }
@@ -380,7 +388,7 @@ impl Link {
                 // end of stream: a peer that is not Redis is told by what
                 // it sent, and one that streams is stopped by the decoder's
                 // bounds or by a reply nobody asked for, not by memory.
-                self.decoder.feed(&buf[..n as usize]);
+                self.decoder.feed(&self.read_buf[..n as usize]);
                 self.take_replies(events)?;
                 if n == 0 {
                     return Err("connection closed by redis".into());

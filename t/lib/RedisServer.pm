@@ -11,6 +11,8 @@ package RedisServer;
 #   RedisServer::start(port => 16391, password => 'secret');
 #   RedisServer::start(port => 16393, replicaof => 16390);
 #   RedisServer::mute(port => 16392);    # accepts, never answers
+#   RedisServer::slow(port => 16394, to => 16390, delay => 0.7);
+#                                        # Redis, each connection late
 #
 # Without redis-server installed the file dies with a clear message
 # (scripts/test installs it).
@@ -80,6 +82,70 @@ sub mute {
     close $listen;
     $Pids{$port} = $pid;
     return $pid;
+}
+
+# A way to a Redis started here whose connections begin late: each one
+# accepted is held `delay` seconds, then relayed both ways to port `to`.
+# Workers that just started are still connecting (or in their handshake)
+# for that long. Stopped with the others (and its relays with it).
+#
+#   RedisServer::slow(port => 16394, to => 16390, delay => 0.7);
+sub slow {
+    my %opt = @_;
+    my ($port, $to) = @opt{qw(port to)};
+    die "RedisServer::slow needs a port and a to" unless $port && $to;
+    my $delay = $opt{delay} // 0.5;
+    my $listen = IO::Socket::INET->new(
+        LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
+        Listen => 64, ReuseAddr => 1,
+    ) or die "a slow listener on port $port: $!\n";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my %relays;
+        $SIG{TERM} = sub { kill 'TERM', keys %relays; POSIX::_exit(0) };
+        $SIG{CHLD} = sub { while ((my $done = waitpid(-1, POSIX::WNOHANG())) > 0) { delete $relays{$done} } };
+        while (1) {
+            my $client = $listen->accept or next;
+            my $relay = fork;
+            if (!defined $relay) {
+                close $client;
+                next;
+            }
+            if ($relay == 0) {
+                $SIG{$_} = 'DEFAULT' for qw(TERM CHLD);
+                close $listen;
+                relay($client, $to, $delay);
+                POSIX::_exit(0);
+            }
+            $relays{$relay} = 1;
+            close $client;
+        }
+    }
+    close $listen;
+    $Pids{$port} = $pid;
+    return $pid;
+}
+
+sub relay {
+    my ($client, $to, $delay) = @_;
+    require IO::Select;
+    sleep $delay;
+    my $server = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $to,
+                                       Proto => 'tcp') or return;
+    my %other = ($client => $server, $server => $client);
+    my $select = IO::Select->new($client, $server);
+    while (1) {
+        for my $from ($select->can_read) {
+            my $n = sysread $from, my $buf, 65536;
+            return unless $n;
+            my $off = 0;
+            while ($off < $n) {
+                my $w = syswrite $other{$from}, $buf, $n - $off, $off;
+                return unless $w;
+                $off += $w;
+            }
+        }
+    }
 }
 
 # Runs redis-cli against a server started here; returns its output, chomped.

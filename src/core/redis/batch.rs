@@ -7,8 +7,9 @@
 //! The edge drives a [`KeyQueue`]:
 //!
 //! 1. [`KeyQueue::push`] each request; on [`Push::SendNow`] call
-//!    [`KeyQueue::start_batch`] (now, or later in the same event loop turn to
-//!    gather more) and send a `take` for the returned requests, in order.
+//!    [`KeyQueue::start_batch`] (now, or a little later to gather more: the
+//!    edge waits for the event loop's next turn) and send a `take` for the
+//!    returned requests, in order.
 //! 2. On the reply, pair [`KeyQueue::in_flight`] with the outcomes (skipping
 //!    requests no longer `live`), then [`KeyQueue::finish`]; if it returns
 //!    true, start the next batch.

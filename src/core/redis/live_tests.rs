@@ -221,7 +221,7 @@ fn take_with(
     )
     .unwrap();
     client.flush();
-    TakeReply::parse(client.read_value())
+    TakeReply::parse(client.read_value(), counts)
 }
 
 /// Takes with default arguments and returns the outcomes.
@@ -621,18 +621,7 @@ fn reserve_resumes_past_the_durable_ceiling_after_a_crash() {
     assert_eq!(meta_r(&mut client, &written), None);
 
     server.crash_and_restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut client, restarted) = loop {
-        let mut client = Client::connect(&server);
-        match client.handshake(&url) {
-            Ok(info) => break (client, info),
-            // still reading its AOF
-            Err(e) if format!("{e:?}").contains("LOADING") && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    };
+    let (mut client, restarted) = reconnect(&server, &url);
     assert_ne!(restarted.run_id, info.run_id);
     // The AOF kept the first batch's count and the ceiling, not the rest.
     assert_eq!(get(&mut client, &keys.counter).as_deref(), Some(&b"1"[..]));
@@ -687,6 +676,197 @@ fn reserve_resumes_past_the_durable_ceiling_after_a_crash() {
         .call(&[b"HGET", &default.zone_meta, b"r"])
         .as_bytes()
         .is_none());
+}
+
+/// A connection to a restarted server, once it has read its AOF.
+fn reconnect(server: &Server, url: &RedisUrl) -> (Client, ServerInfo) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = Client::connect(server);
+        match client.handshake(url) {
+            Ok(info) => return (client, info),
+            // still reading its AOF
+            Err(e) if format!("{e:?}").contains("LOADING") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// A node's usual batch (it knows the counter's life; nothing but the count
+/// changes) takes take.lua's fast path; everything else must still get what
+/// the full script does.
+#[test]
+fn fast_path_batches_change_only_the_count() {
+    let Some(mut server) = Server::start(&["--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
+    let url = RedisUrl::parse("redis://localhost").unwrap();
+    let mut client = Client::connect(&server);
+    let info = client.handshake(&url).unwrap();
+    fence(&mut client, &info, &info.run_id, None);
+    let limit = TakeLimit::new(1, Some(1000));
+    let keys = keyed("fast");
+    let meta = |client: &mut Client, field: &[u8]| {
+        let value = client.call(&[b"HGET", &keys.counter_meta, field]);
+        value
+            .as_bytes()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+    };
+    let reserved = TakeArgs {
+        reserve: 100,
+        ..args(&limit)
+    };
+    // The raw reply, then the parsed one.
+    let take_raw = |client: &mut Client, args: &TakeArgs<'_>, counts: &[u64]| {
+        encode_take(
+            &mut client.out,
+            &info.scripts.take,
+            &keys,
+            args,
+            counts.iter().copied(),
+        )
+        .unwrap();
+        client.flush();
+        let value = client.read_value();
+        let listed = match &value {
+            Value::Array(Some(items)) => items.len() - 5,
+            other => panic!("{other:?}"),
+        };
+        (listed, TakeReply::parse(value, counts))
+    };
+    // A new counter: the full script writes its life and its ceiling.
+    let first = take_with(&mut client, &info, &keys, &reserved, &[1]).unwrap();
+    assert_eq!(meta(&mut client, b"r").as_deref(), Some("101"));
+    let (epoch, generation) = (first.epoch.clone(), first.generation);
+    let known = |floor: u64| TakeArgs {
+        known_epoch: Some(&epoch),
+        known_generation: Some(generation),
+        floor,
+        ..reserved
+    };
+    // Below the ceiling: every request gets what it asked, none listed.
+    let mut issued = 1;
+    for _ in 0..5 {
+        let (listed, reply) = take_raw(&mut client, &known(issued), &[1, 3, 2]);
+        let reply = reply.unwrap();
+        assert_eq!(listed, 0);
+        assert_eq!(
+            (reply.issued_before, reply.generation),
+            (issued, generation)
+        );
+        assert_eq!(
+            reply.outcomes(&limit, [1, 3, 2]).unwrap(),
+            [
+                tickets(issued + 1, 1),
+                tickets(issued + 2, 3),
+                tickets(issued + 5, 2)
+            ]
+        );
+        issued += 6;
+    }
+    assert_eq!(get(&mut client, &keys.counter).as_deref(), Some(&b"31"[..]));
+    assert_eq!(meta(&mut client, b"r").as_deref(), Some("101"));
+    // Past the ceiling: raised (and written) first.
+    let (_, reply) = take_raw(&mut client, &known(issued), &[80]);
+    assert_eq!(reply.unwrap().issued_before, 31);
+    assert_eq!(meta(&mut client, b"r").as_deref(), Some("211"));
+    issued = 111;
+    // Another second: the metadata is touched.
+    let later = TakeArgs {
+        now: NOW + 1,
+        ..known(issued)
+    };
+    take_raw(&mut client, &later, &[1]).1.unwrap();
+    assert_eq!(meta(&mut client, b"u"), Some((NOW + 1).to_string()));
+    issued += 1;
+    // Near the limit: what each request got is listed.
+    let near = TakeArgs {
+        now: NOW + 1,
+        ..known(issued)
+    };
+    client.call(&[b"SET", &keys.counter, b"990"]);
+    let (listed, reply) = take_raw(&mut client, &near, &[1, 10, 2]);
+    assert_eq!(listed, 3, "raised to the floor? {reply:?}");
+    assert_eq!(reply.unwrap().grants, [1, 0, 2]);
+    issued = 993;
+    // An expiry left by hand on a counter without idle= is dropped.
+    client.call(&[b"PEXPIRE", &keys.counter, b"100000"]);
+    let now1 = |floor| TakeArgs {
+        now: NOW + 1,
+        ..known(floor)
+    };
+    take_raw(&mut client, &now1(issued), &[1]).1.unwrap();
+    issued += 1;
+    assert_eq!(integer(client.call(&[b"PTTL", &keys.counter])), -1);
+    // Below the node's own last ticket: repaired, not served.
+    client.call(&[b"SET", &keys.counter, b"500"]);
+    let (_, reply) = take_raw(&mut client, &now1(issued), &[1]);
+    let reply = reply.unwrap();
+    assert!(reply.repaired);
+    // past the ceiling (the limit, 1000, capped it), then the fence
+    assert_eq!(reply.issued_before, 1000 + FENCE);
+    // A stored count that is not one: the full script's error, nothing
+    // written.
+    let odd = keyed("odd");
+    let odd_first = take_with(&mut client, &info, &odd, &reserved, &[1]).unwrap();
+    let odd_known = TakeArgs {
+        known_epoch: Some(&odd_first.epoch),
+        known_generation: Some(odd_first.generation),
+        floor: 1,
+        ..reserved
+    };
+    for bad in ["01", "1.0", "x"] {
+        client.call(&[b"SET", &odd.counter, bad.as_bytes()]);
+        let e = take_with(&mut client, &info, &odd, &odd_known, &[1]).unwrap_err();
+        assert!(
+            matches!(&e, ReplyError::Script(m) if m.contains("the counter does not hold")),
+            "{bad}: {e}"
+        );
+        assert_eq!(
+            get(&mut client, &odd.counter),
+            Some(bad.as_bytes().to_vec())
+        );
+    }
+    // The default counter (its life in the zone's own hash): served until a
+    // restart moves the fence epoch, then fenced once.
+    let default = zone().counter(None).unwrap();
+    let d = take_with(&mut client, &info, &default, &reserved, &[1]).unwrap();
+    let d_known = TakeArgs {
+        known_epoch: Some(&d.epoch),
+        known_generation: Some(d.generation),
+        floor: 1,
+        ..reserved
+    };
+    for _ in 0..3 {
+        let reply = take_with(&mut client, &info, &default, &d_known, &[2]).unwrap();
+        assert!(!reply.fenced && !reply.repaired);
+    }
+    assert_eq!(
+        get(&mut client, &default.counter).as_deref(),
+        Some(&b"7"[..])
+    );
+    // What the AOF holds: the writes of the full script, not the fast path's.
+    server.crash_and_restart();
+    let (mut client, restarted) = reconnect(&server, &url);
+    assert_eq!(
+        get(&mut client, &default.counter).as_deref(),
+        Some(&b"1"[..])
+    );
+    assert!(
+        fence(
+            &mut client,
+            &restarted,
+            &restarted.run_id,
+            Some(&info.run_id)
+        )
+        .fenced
+    );
+    let reply = take_with(&mut client, &restarted, &default, &d_known, &[1]).unwrap();
+    assert!(reply.fenced);
+    assert_eq!(reply.issued_before, 101 + FENCE);
 }
 
 #[test]
@@ -1093,7 +1273,8 @@ fn batches_through_the_queue() {
         if round % 3 == 1 {
             queue.forget(id);
         }
-        let reply = TakeReply::parse(client.read_value()).unwrap();
+        let asked: Vec<u64> = queue.in_flight().iter().map(|p| p.count).collect();
+        let reply = TakeReply::parse(client.read_value(), &asked).unwrap();
         let outcomes = reply
             .outcomes(&limit, queue.in_flight().iter().map(|p| p.count))
             .unwrap();
@@ -1270,7 +1451,7 @@ fn scripts_check_their_arguments() {
         ];
         command.extend(argv);
         let reply = client.call(&command);
-        let e = TakeReply::parse(reply).unwrap_err();
+        let e = TakeReply::parse(reply, &[]).unwrap_err();
         assert!(
             matches!(&e, ReplyError::Script(m) if m.contains(message)),
             "{message}: {e}"
@@ -1286,7 +1467,7 @@ fn scripts_check_their_arguments() {
     ];
     command.extend(&good[..10]);
     command.extend(std::iter::repeat_n(&b"1"[..], 1025));
-    let e = TakeReply::parse(client.call(&command)).unwrap_err();
+    let e = TakeReply::parse(client.call(&command), &[]).unwrap_err();
     assert!(
         matches!(&e, ReplyError::Script(m) if m.contains("too many requests")),
         "{e}"

@@ -10,6 +10,7 @@
 //! - [`scripts`]: the Lua scripts (`take`, `fence`, `admin_*`), their
 //!   arguments and replies;
 //! - [`batch`]: group commit, one `take` in flight per counter and worker;
+//! - [`ids`]: maps keyed by the worker's own request and command ids;
 //! - [`reply`]: typed fields of replies and reply errors;
 //! - [`known`]: what a node remembers of a counter, and where a lease goes.
 //!
@@ -20,6 +21,7 @@
 
 pub mod batch;
 pub mod handshake;
+pub mod ids;
 pub mod keys;
 pub mod known;
 pub mod reply;

@@ -67,7 +67,12 @@ impl Script {
     /// The Lua text, helpers included.
     pub fn source(self) -> &'static str {
         match self {
-            Script::Take => script_source!("take.lua"),
+            // its fast path first, before the helpers are defined
+            Script::Take => concat!(
+                include_str!("take_fast.lua"),
+                include_str!("helpers.lua"),
+                include_str!("take.lua")
+            ),
             Script::Fence => script_source!("fence.lua"),
             Script::AdminGet => script_source!("admin_get.lua"),
             Script::AdminSet => script_source!("admin_set.lua"),
@@ -360,7 +365,8 @@ pub struct TakeReply {
     pub repaired: bool,
     /// The counter skipped ahead after a Redis restart.
     pub fenced: bool,
-    /// Tickets granted to each request, in the order they were sent.
+    /// Tickets granted to each request, in the order they were sent (the
+    /// script lists them only when a request got less than it asked).
     pub grants: Vec<u64>,
 }
 
@@ -377,12 +383,17 @@ pub enum TakeOutcome {
 }
 
 impl TakeReply {
-    pub fn parse(value: Value) -> Result<TakeReply, ReplyError> {
+    /// The reply to a `take` of requests for `asked` tickets each (in the
+    /// order sent): without grants listed, every request got what it asked.
+    pub fn parse(value: Value, asked: &[u64]) -> Result<TakeReply, ReplyError> {
         let items = reply::array(value, 5)?;
-        let mut grants = Vec::with_capacity(items.len().saturating_sub(5));
-        for grant in items.get(5..).unwrap_or(&[]) {
-            grants.push(reply::count(Some(grant), "grant")?);
-        }
+        let grants = match items.get(5..) {
+            Some(listed) if !listed.is_empty() => listed
+                .iter()
+                .map(|grant| reply::count(Some(grant), "grant"))
+                .collect::<Result<Vec<u64>, ReplyError>>()?,
+            _ => asked.to_vec(),
+        };
         Ok(TakeReply {
             epoch: reply::bytes(items.first(), MAX_EPOCH_LEN, "epoch")?,
             generation: reply::count(items.get(1), "generation")?,
@@ -698,7 +709,14 @@ mod tests {
     #[test]
     fn sources_include_the_helpers() {
         for script in Script::ALL {
-            assert!(script.source().starts_with("-- Shared helpers"));
+            let helpers = script.source().find("-- Shared helpers");
+            if script == Script::Take {
+                // its fast path first: it uses none of them
+                assert!(script.source().starts_with("-- take's fast path"));
+                assert!(helpers.is_some_and(|at| at > 0));
+            } else {
+                assert_eq!(helpers, Some(0));
+            }
             assert!(script.source().contains(&format!("-- {}:", script.name())));
             let mut out = Vec::new();
             script.encode_load(&mut out);
@@ -883,7 +901,7 @@ mod tests {
 
     #[test]
     fn take_replies() {
-        let reply = TakeReply::parse(take_reply(&[2, 0, 1])).unwrap();
+        let reply = TakeReply::parse(take_reply(&[2, 0, 1]), &[2, 3, 1]).unwrap();
         assert_eq!(
             reply,
             TakeReply {
@@ -916,8 +934,33 @@ mod tests {
         );
         let outcomes = reply.outcomes(&TakeLimit::new(5, None), [2, 3, 1]).unwrap();
         assert_eq!(outcomes[1], TakeOutcome::Exhausted);
+        // No grants listed: every request got what it asked.
+        let reply = TakeReply::parse(take_reply(&[]), &[2, 1]).unwrap();
+        assert_eq!(reply.grants, [2, 1]);
+        assert_eq!(reply.issued_after(), Some(13));
+        assert_eq!(
+            reply.outcomes(&TakeLimit::new(1, None), [2, 1]).unwrap(),
+            [
+                TakeOutcome::Tickets {
+                    first: 11,
+                    count: 2
+                },
+                TakeOutcome::Tickets {
+                    first: 13,
+                    count: 1
+                },
+            ]
+        );
+        // ... which must still fit the limit
+        assert!(reply
+            .outcomes(&TakeLimit::new(1, Some(12)), [2, 1])
+            .is_err());
+        assert!(TakeReply::parse(take_reply(&[]), &[])
+            .unwrap()
+            .grants
+            .is_empty());
         // Partial grant.
-        let reply = TakeReply::parse(take_reply(&[1])).unwrap();
+        let reply = TakeReply::parse(take_reply(&[1]), &[5]).unwrap();
         assert_eq!(
             reply.outcomes(&TakeLimit::new(1, Some(11)), [5]).unwrap(),
             [TakeOutcome::Tickets {
@@ -929,7 +972,7 @@ mod tests {
 
     #[test]
     fn take_reply_errors() {
-        let reply = TakeReply::parse(take_reply(&[2, 1])).unwrap();
+        let reply = TakeReply::parse(take_reply(&[2, 1]), &[2, 1]).unwrap();
         let limit = TakeLimit::new(1, None);
         assert!(
             reply.outcomes(&limit, [2]).is_err(),
@@ -954,28 +997,29 @@ mod tests {
             .outcomes(&TakeLimit::new(u64::MAX - 5, None), [2, 1])
             .is_err());
 
-        assert!(TakeReply::parse(take_reply(&[-1])).is_err());
-        assert!(TakeReply::parse(Value::Array(Some(vec![bulk("e"), bulk("1")]))).is_err());
+        assert!(TakeReply::parse(take_reply(&[-1]), &[1]).is_err());
+        assert!(TakeReply::parse(Value::Array(Some(vec![bulk("e"), bulk("1")])), &[]).is_err());
         let mut items = vec![bulk("e"), bulk("1"), bulk("01"), int(0), int(0)];
-        assert!(TakeReply::parse(Value::Array(Some(items.clone()))).is_err());
+        assert!(TakeReply::parse(Value::Array(Some(items.clone())), &[]).is_err());
         items[2] = bulk("9223372036854775808");
-        assert!(TakeReply::parse(Value::Array(Some(items.clone()))).is_err());
+        assert!(TakeReply::parse(Value::Array(Some(items.clone())), &[]).is_err());
         items[2] = bulk("9223372036854775807");
         items[3] = int(2);
-        assert!(TakeReply::parse(Value::Array(Some(items.clone()))).is_err());
+        assert!(TakeReply::parse(Value::Array(Some(items.clone())), &[]).is_err());
         items[3] = int(1);
-        let at_ceiling = TakeReply::parse(Value::Array(Some(items))).unwrap();
+        let at_ceiling = TakeReply::parse(Value::Array(Some(items)), &[]).unwrap();
         assert_eq!(at_ceiling.issued_before, MAX_COUNT);
         assert_eq!(
-            TakeReply::parse(Value::Error(
-                b"ticket: the counter does not hold a count".to_vec()
-            )),
+            TakeReply::parse(
+                Value::Error(b"ticket: the counter does not hold a count".to_vec()),
+                &[1]
+            ),
             Err(ReplyError::Script(
                 "ticket: the counter does not hold a count".into()
             ))
         );
         assert_eq!(
-            TakeReply::parse(Value::Error(b"NOSCRIPT No matching script".to_vec())),
+            TakeReply::parse(Value::Error(b"NOSCRIPT No matching script".to_vec()), &[1]),
             Err(ReplyError::NoScript)
         );
     }

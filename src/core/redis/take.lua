@@ -2,10 +2,12 @@
 -- KEYS: counter, counter meta, zone meta.
 -- ARGV: limit, fence, idle_ms, now, epoch_candidate, known_epoch, known_gen,
 --       floor, partial, reserve, then one count per request in arrival order.
--- Reply: {epoch, g, count before the grants, repaired, fenced, grant...}.
+-- Reply: {epoch, g, count before the grants, repaired, fenced, grant...},
+-- the grants (one per request) only when a request got less than it asked.
 --
--- This script runs for every batch: helpers.lua's counts take a fast path
--- below 10^15.
+-- This script runs for every batch: take_fast.lua, before the helpers,
+-- serves a busy counter's usual batch; helpers.lua's counts take a fast
+-- path below 10^15.
 --
 -- The reserve: with `appendfsync always` Redis answers only after the fsync
 -- of every write a turn made, so a write per batch costs a disk sync per
@@ -148,17 +150,24 @@ end
 
 local left = remaining(count, limit)
 local reply = {epoch, gen, count, repaired, fenced}
+local grants, short = {}, false
 local total = 0
 for i, wanted in ipairs(counts) do
   local grant = wanted
   if left and wanted > left then
     grant = partial == '1' and left or 0
+    short = true
   end
   if left then
     left = left - grant
   end
   total = total + grant
-  reply[5 + i] = grant
+  grants[i] = grant
+end
+if short then
+  for i, grant in ipairs(grants) do
+    reply[5 + i] = grant
+  end
 end
 if total > 0 then
   local amount = string.format('%d', total)
