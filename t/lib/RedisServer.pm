@@ -58,6 +58,17 @@ sub start {
     die "redis-server on port $port did not start (see $dir/redis.log)\n";
 }
 
+# A listening socket on loopback for a stand-in server (`$what` names it in
+# the error).
+sub listener {
+    my ($port, $what) = @_;
+    my $listen = IO::Socket::INET->new(
+        LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
+        Listen => 64, ReuseAddr => 1,
+    ) or die "a $what listener on port $port: $!\n";
+    return $listen;
+}
+
 # A server that accepts connections and never answers: a hung Redis as
 # nginx sees it (the TCP connection is up, no reply ever comes). Stopped
 # with the others.
@@ -66,10 +77,7 @@ sub start {
 sub mute {
     my %opt = @_;
     my $port = $opt{port} or die "RedisServer::mute needs a port";
-    my $listen = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
-        Listen => 64, ReuseAddr => 1,
-    ) or die "a mute listener on port $port: $!\n";
+    my $listen = listener($port, 'mute');
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         $SIG{$_} = 'DEFAULT' for qw(TERM INT);
@@ -95,10 +103,7 @@ sub slow {
     my ($port, $to) = @opt{qw(port to)};
     die "RedisServer::slow needs a port and a to" unless $port && $to;
     my $delay = $opt{delay} // 0.5;
-    my $listen = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
-        Listen => 64, ReuseAddr => 1,
-    ) or die "a slow listener on port $port: $!\n";
+    my $listen = listener($port, 'slow');
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         my %relays;

@@ -620,23 +620,12 @@ fn reserve_resumes_past_the_durable_ceiling_after_a_crash() {
     }
     assert_eq!(meta_r(&mut client, &written), None);
 
-    server.crash_and_restart();
-    let (mut client, restarted) = reconnect(&server, &url);
-    assert_ne!(restarted.run_id, info.run_id);
+    let (mut client, restarted) = crash_restart_and_fence(&mut server, &url, &info);
     // The AOF kept the first batch's count and the ceiling, not the rest.
     assert_eq!(get(&mut client, &keys.counter).as_deref(), Some(&b"1"[..]));
     assert_eq!(
         get(&mut client, &written.counter).as_deref(),
         Some(&b"6"[..])
-    );
-    assert!(
-        fence(
-            &mut client,
-            &restarted,
-            &restarted.run_id,
-            Some(&info.run_id)
-        )
-        .fenced
     );
     let reply = take_with(&mut client, &restarted, &keys, &reserved, &[1]).unwrap();
     assert!(reply.fenced);
@@ -678,20 +667,36 @@ fn reserve_resumes_past_the_durable_ceiling_after_a_crash() {
         .is_none());
 }
 
-/// A connection to a restarted server, once it has read its AOF.
-fn reconnect(server: &Server, url: &RedisUrl) -> (Client, ServerInfo) {
+/// Kills the server (`-9`), restarts it from its AOF and fences the zone
+/// for the new run, as a node that saw the run of `before` does; returns a
+/// connection to it and what its handshake learned.
+fn crash_restart_and_fence(
+    server: &mut Server,
+    url: &RedisUrl,
+    before: &ServerInfo,
+) -> (Client, ServerInfo) {
+    server.crash_and_restart();
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let (mut client, restarted) = loop {
         let mut client = Client::connect(server);
         match client.handshake(url) {
-            Ok(info) => return (client, info),
+            Ok(info) => break (client, info),
             // still reading its AOF
             Err(e) if format!("{e:?}").contains("LOADING") && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
             Err(e) => panic!("{e:?}"),
         }
-    }
+    };
+    assert_ne!(restarted.run_id, before.run_id);
+    let fenced = fence(
+        &mut client,
+        &restarted,
+        &restarted.run_id,
+        Some(&before.run_id),
+    );
+    assert!(fenced.fenced);
+    (client, restarted)
 }
 
 /// A node's usual batch (it knows the counter's life; nothing but the count
@@ -849,20 +854,10 @@ fn fast_path_batches_change_only_the_count() {
         Some(&b"7"[..])
     );
     // What the AOF holds: the writes of the full script, not the fast path's.
-    server.crash_and_restart();
-    let (mut client, restarted) = reconnect(&server, &url);
+    let (mut client, restarted) = crash_restart_and_fence(&mut server, &url, &info);
     assert_eq!(
         get(&mut client, &default.counter).as_deref(),
         Some(&b"1"[..])
-    );
-    assert!(
-        fence(
-            &mut client,
-            &restarted,
-            &restarted.run_id,
-            Some(&info.run_id)
-        )
-        .fenced
     );
     let reply = take_with(&mut client, &restarted, &default, &d_known, &[1]).unwrap();
     assert!(reply.fenced);
