@@ -337,10 +337,12 @@ def run(ctx) -> dict:
         out["pairs"] = {}
         for name, (ga, wa), (gb, wb) in TARGET_PAIRS:
             log(f"cluster {name}: {TARGET_RUNS[ctx.quick]} pairs at {pc} connections")
+            # CPU: nginx's and Redis's, as in the rounds
             pr = paired_runs((f"{ga}/{wa}", servers[ga], f"/{wa}"), (f"{gb}/{wb}", servers[gb], f"/{wb}"),
-                             TARGET_RUNS[ctx.quick], pc, ctx.duration)
+                             TARGET_RUNS[ctx.quick], pc, ctx.duration, also_cpu=redis.cpu_seconds)
             out["pairs"][name] = pr
-            log(f"  {name}: {pr['ratio']} (pairs {pr['ratio_per_pair']})")
+            log(f"  {name}: {pr['ratio']} (pairs {pr['ratio_per_pair']}); by nginx + Redis CPU per "
+                f"request {pr['cpu_ratio']} (pairs {pr['cpu_ratio_per_pair']})")
         out["control"] = run_control(ctx, servers["bundled"], pc)
 
         ways_out = {}
@@ -453,13 +455,26 @@ def targets(cl: dict) -> list[dict]:
     add("Redis strict / lua-resty-redis INCR", ratio, TARGETS["strict_lua"],
         f"Debian nginx {sn} for both, {c} connections, req/s; {pd}bundled nginx's strict / lua in the rounds: "
         + ("–" if st["ratio_to_lua"] is None else f"{st['ratio_to_lua']:.2f}"))
+    def paired_cpu(name, rounds_ratio):
+        """The pairs' median CPU ratio if they ran (nginx + Redis, b's cost /
+        a's), else the rounds' ratio."""
+        pr = pairs.get(name)
+        per = (pr or {}).get("cpu_ratio_per_pair") or []
+        if not per or not any("other_cpu_us_per_req" in r for rs in pr["runs"].values() for r in rs):
+            return rounds_ratio, ""
+        return pr["cpu_ratio"], (f"median of {pr['pairs']} back-to-back pairs (min {min(per):.2f}, "
+                                 f"max {max(per):.2f}); the interleaved rounds: "
+                                 + ("–" if rounds_ratio is None else f"{rounds_ratio:.2f}") + ", where ")
+
     ratio, x, y = cost("bundled/local", "bundled/strict")
+    ratio, pd = paired_cpu("strict/local", ratio)
     add("Redis strict / local, by nginx + Redis CPU per ticket", ratio, TARGETS["strict_local"],
-        f"local costs {x} µs, strict {y} µs (nginx {st['nginx_cpu_us_per_ticket']} + "
+        f"{pd}local costs {x} µs, strict {y} µs (nginx {st['nginx_cpu_us_per_ticket']} + "
         f"Redis {st['redis_cpu_us_per_ticket']}); ratio = local's cost / strict's")
     ratio, x, y = cost("system/lua", "system/strict")
+    ratio, pd = paired_cpu("strict/lua", ratio)
     add("Redis strict / lua-resty-redis, by nginx + Redis CPU per ticket", ratio, TARGETS["strict_lua"],
-        f"lua costs {x} µs (nginx {lua['nginx_cpu_us_per_ticket']} + Redis {lua['redis_cpu_us_per_ticket']}), "
+        f"{pd}lua costs {x} µs (nginx {lua['nginx_cpu_us_per_ticket']} + Redis {lua['redis_cpu_us_per_ticket']}), "
         f"strict {y} µs (nginx {sst['nginx_cpu_us_per_ticket']} + Redis {sst['redis_cpu_us_per_ticket']}); "
         f"Debian nginx; ratio = lua's cost / strict's")
     cratio, x, y = cost("bundled/local", "bundled/lease")

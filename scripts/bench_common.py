@@ -285,7 +285,8 @@ def run_wrk(port: int, path: str, conns: int, duration: int, keys: int | None = 
 # ----------------------------------------------------- keep-alive hold ----
 
 
-def paired_runs(a: tuple, b: tuple, pairs: int, conns: int, duration: int, label: str = "") -> dict:
+def paired_runs(a: tuple, b: tuple, pairs: int, conns: int, duration: int, label: str = "",
+                also_cpu=None) -> dict:
     """The ratio a / b of two ways, each given as (name, server, path) or
     (name, server, path, keys) (keys: wrk asks ?k=1..keys), from
     `pairs` back-to-back pairs of wrk runs, alternating which goes first
@@ -293,21 +294,34 @@ def paired_runs(a: tuple, b: tuple, pairs: int, conns: int, duration: int, label
     drifts between runs a few seconds apart (today's return-200 ceiling moved
     53k-76k between rounds); a pair sees the same machine, so the median of
     the pairs' ratios is what the comparison is worth. Also the ratio of
-    nginx worker CPU per request (b's / a's: above 1 when a costs less)."""
+    nginx worker CPU per request (b's / a's: above 1 when a costs less).
+    With `also_cpu` (a function giving another process's CPU seconds, such
+    as redis-server's), each run's CPU per request adds that process's, and
+    the CPU ratio is of the sums."""
     runs: dict = {a[0]: [], b[0]: []}
     for i in range(pairs):
         for name, srv, path, *keys in ((a, b) if i % 2 == 0 else (b, a)):
             c0 = srv.cpu_seconds()
+            o0 = also_cpu() if also_cpu else 0.0
             r = run_wrk(srv.port, path, conns, duration, keys[0] if keys else None)
-            r["nginx_cpu_us_per_req"] = round((srv.cpu_seconds() - c0) * 1e6 / r["requests"], 2) \
-                if r["requests"] else None
+            n = r["requests"]
+            r["nginx_cpu_us_per_req"] = round((srv.cpu_seconds() - c0) * 1e6 / n, 2) if n else None
+            if also_cpu:
+                r["other_cpu_us_per_req"] = round((also_cpu() - o0) * 1e6 / n, 2) if n else None
             runs[name].append(r)
             log(f"  {label}pair {i + 1}/{pairs} {name:8s} {r['rps']:10.0f} req/s  p99 {r['p99_ms']:.2f} ms  "
-                f"nginx {r['nginx_cpu_us_per_req']} cpu-us/req" + (f"  errors {r['errors']}" if r["errors"] else ""))
+                f"nginx {r['nginx_cpu_us_per_req']} cpu-us/req"
+                + (f" + {r['other_cpu_us_per_req']}" if also_cpu else "")
+                + (f"  errors {r['errors']}" if r["errors"] else ""))
     ra, rb = runs[a[0]], runs[b[0]]
     ratios = [round(x["rps"] / y["rps"], 4) for x, y in zip(ra, rb) if y["rps"]]
-    cpu = [round(y["nginx_cpu_us_per_req"] / x["nginx_cpu_us_per_req"], 4) for x, y in zip(ra, rb)
-           if x["nginx_cpu_us_per_req"] and y["nginx_cpu_us_per_req"]]
+
+    def cost(r):
+        if r["nginx_cpu_us_per_req"] is None:
+            return None
+        return r["nginx_cpu_us_per_req"] + (r.get("other_cpu_us_per_req") or 0.0)
+
+    cpu = [round(cost(y) / cost(x), 4) for x, y in zip(ra, rb) if cost(x) and cost(y)]
     return {
         "ways": [a[0], b[0]], "pairs": pairs, "connections": conns, "duration_s": duration,
         "ratio": round(median(ratios), 4) if ratios else None, "ratio_per_pair": ratios,
