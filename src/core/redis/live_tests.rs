@@ -182,6 +182,18 @@ fn setup() -> Option<(Server, Client, ServerInfo)> {
     Some((server, client, info))
 }
 
+/// A server with the README's persistence (AOF, `appendfsync always`), a
+/// ready connection, what its handshake learned and the URL it used; the
+/// zone fenced for the server's run, as a node's first connection does.
+fn setup_durable() -> Option<(Server, Client, ServerInfo, RedisUrl)> {
+    let server = Server::start(&["--appendonly", "yes", "--appendfsync", "always"])?;
+    let url = RedisUrl::parse("redis://localhost").unwrap();
+    let mut client = Client::connect(&server);
+    let info = client.handshake(&url).unwrap();
+    fence(&mut client, &info, &info.run_id, None);
+    Some((server, client, info, url))
+}
+
 fn zone() -> ZoneKeys {
     ZoneKeys::new(DEFAULT_PREFIX, "seats").unwrap()
 }
@@ -580,14 +592,9 @@ fn fence_skips_once_per_missed_restart() {
 /// ceiling, never at a number handed out.
 #[test]
 fn reserve_resumes_past_the_durable_ceiling_after_a_crash() {
-    let Some(mut server) = Server::start(&["--appendonly", "yes", "--appendfsync", "always"])
-    else {
+    let Some((mut server, mut client, info, url)) = setup_durable() else {
         return;
     };
-    let url = RedisUrl::parse("redis://localhost").unwrap();
-    let mut client = Client::connect(&server);
-    let info = client.handshake(&url).unwrap();
-    fence(&mut client, &info, &info.run_id, None);
     let limit = TakeLimit::new(1, None);
     let reserved = TakeArgs {
         reserve: 100,
@@ -704,14 +711,9 @@ fn crash_restart_and_fence(
 /// the full script does.
 #[test]
 fn fast_path_batches_change_only_the_count() {
-    let Some(mut server) = Server::start(&["--appendonly", "yes", "--appendfsync", "always"])
-    else {
+    let Some((mut server, mut client, info, url)) = setup_durable() else {
         return;
     };
-    let url = RedisUrl::parse("redis://localhost").unwrap();
-    let mut client = Client::connect(&server);
-    let info = client.handshake(&url).unwrap();
-    fence(&mut client, &info, &info.run_id, None);
     let limit = TakeLimit::new(1, Some(1000));
     let keys = keyed("fast");
     let meta = |client: &mut Client, field: &[u8]| {
